@@ -1,0 +1,44 @@
+# fedledger: `make run` (demo consortium + audit) and `make test` (lint, types, tests) work on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+
+.PHONY: run test lint bench bench-chain bench-crypto data clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import torch, fedledger, web3, vyper, eth"  # fail here if an install failed
+	touch $(STAMP)
+
+run: $(STAMP)
+	rm -rf runs/demo
+	$(BIN)/fedledger demo --out runs/demo
+	$(BIN)/fedledger audit runs/demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
+
+test: lint
+	$(BIN)/pytest -q
+
+# Fashion-MNIST from Debian, for the benchmarks (tests make their own small IDX files).
+data:
+	test -d $(FMNIST) || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
+
+bench: $(STAMP) data
+	$(BIN)/python bench/bench_core.py
+
+bench-chain: $(STAMP)
+	$(BIN)/python bench/bench_chain.py
+
+bench-crypto: $(STAMP)
+	$(BIN)/python bench/bench_crypto.py
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,275 @@
+"""The three actors of the round protocol: trainer, aggregator, validator.
+
+Each actor talks to the others only through the ledger and the blob store. ``step`` looks at what the
+chain says now and does at most one piece of work, so an actor can be driven by an in-process simulation
+loop or by a long-running member process, killed at any moment, and restarted: it never repeats what
+the chain already records (one submission, one proposal and one metric per round).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import numpy as np
+
+from fedledger.codec import encode_tensors
+from fedledger.crypto import MemberIdentity
+from fedledger.errors import TransactionRevertedError
+from fedledger.ledger.types import Phase
+from fedledger.learning import (
+    Dataset,
+    TrainConfig,
+    build_model,
+    dataset_fingerprint,
+    evaluate,
+    load_numpy_state,
+    state_to_numpy,
+    train_local,
+)
+from fedledger.protocol.ports import LedgerPort, Sealer
+from fedledger.protocol.rounds import NothingToAggregateError, aggregate_round
+from fedledger.protocol.session import TaskSession, open_session
+from fedledger.protocol.timing import RoundTimer
+from fedledger.store import BlobStore
+
+log = logging.getLogger(__name__)
+
+
+def derive_seed(task_seed: int, participant_index: int, round_: int) -> int:
+    """A per-participant, per-round seed: independent shuffles across members, and the same model
+    from the same config whatever keys the members hold (so secured and unsecured runs agree)."""
+    digest = hashlib.sha256(f"{task_seed}:{participant_index}:{round_}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class Actor:
+    """Shared plumbing: identity, ledger, store, sealer, timing and a lazily opened session per task."""
+
+    def __init__(
+        self,
+        identity: MemberIdentity,
+        ledger: LedgerPort,
+        store: BlobStore,
+        sealer: Sealer,
+        timer: RoundTimer | None = None,
+        *,
+        device: str = "cpu",
+    ) -> None:
+        self.identity = identity
+        self.ledger = ledger
+        self.store = store
+        self.sealer = sealer
+        self.timer = timer or RoundTimer()
+        self.device = device
+        self._sessions: dict[int, TaskSession] = {}
+
+    @property
+    def name(self) -> str:
+        return self.identity.name
+
+    def session(self, task_id: int) -> TaskSession:
+        session = self._sessions.get(task_id)
+        if session is None:
+            with self.timer.measure(0, "crypto"):
+                session = open_session(self.ledger, self.store, self.sealer, self.identity, task_id)
+            self._sessions[task_id] = session
+        return session
+
+    def global_model(self, session: TaskSession, round_: int) -> dict[str, np.ndarray]:
+        with self.timer.measure(round_, "store"):
+            return session.global_model(self.ledger, self.store, self.sealer, round_)
+
+
+class Trainer(Actor):
+    """Trains on local data from the round's global model and commits one encrypted update."""
+
+    def __init__(
+        self,
+        identity: MemberIdentity,
+        ledger: LedgerPort,
+        store: BlobStore,
+        sealer: Sealer,
+        timer: RoundTimer | None = None,
+        *,
+        data: Dataset,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(identity, ledger, store, sealer, timer, device=device)
+        self.data = data
+        self._registered: set[int] = set()
+
+    def step(self, task_id: int) -> bool:
+        session = self.session(task_id)
+        state = self.ledger.task_state(task_id)
+        if state.phase != Phase.TRAINING:
+            return False
+        index = session.participant_index(self.identity.address)
+        if (state.submitted_mask >> index) & 1:
+            return False
+        if self.ledger.now() > state.deadline:
+            return False
+        if task_id not in self._registered:
+            self._register_dataset(task_id)
+            return True
+        self._train_and_submit(session, state.round)
+        return True
+
+    def _register_dataset(self, task_id: int) -> None:
+        if self.ledger.dataset(task_id, self.identity.address) is None:
+            fingerprint = dataset_fingerprint(self.data)
+            with self.timer.measure(0, "ledger"):
+                self.ledger.register_dataset(
+                    self.identity.account,
+                    task_id,
+                    fingerprint.num_samples,
+                    list(fingerprint.label_histogram),
+                    fingerprint.merkle_root,
+                )
+        self._registered.add(task_id)
+
+    def _train_and_submit(self, session: TaskSession, round_: int) -> None:
+        spec = session.spec
+        global_state = self.global_model(session, round_)
+        with self.timer.measure(round_, "train"):
+            model = build_model(spec.model.name, **spec.model.kwargs)
+            load_numpy_state(model, global_state)
+            config = TrainConfig(
+                epochs=spec.training.epochs,
+                batch_size=spec.training.batch_size,
+                lr=spec.training.lr,
+                optimizer=spec.training.optimizer,
+                momentum=spec.training.momentum,
+                weight_decay=spec.training.weight_decay,
+                fedprox_mu=spec.training.fedprox_mu,
+                device=self.device,
+            )
+            seed = derive_seed(spec.seed, session.participant_index(self.identity.address), round_)
+            result = train_local(model, self.data, config, seed=seed)
+            local_state = state_to_numpy(model)
+            delta = {name: local_state[name] - global_state[name] for name in sorted(global_state)}
+        with self.timer.measure(round_, "crypto"):
+            plaintext = encode_tensors(delta)
+            blob = self.sealer.seal(session.key, plaintext, session.update_context(round_, self.identity.address))
+        with self.timer.measure(round_, "store"):
+            blob_hash = self.store.put(blob)
+        with self.timer.measure(round_, "ledger"):
+            try:
+                self.ledger.submit_update(
+                    self.identity.account, session.task_id, round_, blob_hash, result.num_samples
+                )
+            except TransactionRevertedError as exc:
+                log.warning("%s: update for round %d not accepted: %s", self.name, round_, exc.reason)
+
+
+class Aggregator(Actor):
+    """On the round's committee: recomputes the aggregate from the record and proposes its hash."""
+
+    def step(self, task_id: int) -> bool:
+        session = self.session(task_id)
+        state = self.ledger.task_state(task_id)
+        if state.phase == Phase.DONE:
+            return False
+        round_ = state.round
+        me = self.identity.address
+        with self.timer.measure(round_, "ledger"):
+            committee = self.ledger.committee(task_id, round_)
+            if me.lower() not in (c.lower() for c in committee):
+                return False
+            if self.ledger.proposal_of(task_id, round_, me) is not None:
+                return False
+        if state.phase == Phase.TRAINING:
+            if self.ledger.now() <= state.deadline:
+                return False
+            if state.num_submitted < session.task.min_updates:
+                with self.timer.measure(round_, "ledger"):
+                    try:
+                        self.ledger.reopen_round(self.identity.account, task_id)
+                    except TransactionRevertedError:
+                        return False
+                return True
+        global_state = self.global_model(session, round_)
+        with self.timer.measure(round_, "ledger"):
+            submissions = self.ledger.submissions(task_id, round_)
+        with self.timer.measure(round_, "aggregate"):
+            try:
+                aggregate = aggregate_round(session, self.store, self.sealer, round_, submissions, global_state)
+            except NothingToAggregateError as exc:
+                log.error("%s: %s", self.name, exc)
+                return False
+        with self.timer.measure(round_, "store"):
+            self.store.put(aggregate.blob)
+        with self.timer.measure(round_, "ledger"):
+            try:
+                self.ledger.propose_aggregate(
+                    self.identity.account,
+                    task_id,
+                    round_,
+                    aggregate.model_hash,
+                    aggregate.included,
+                    list(aggregate.reasons),
+                )
+            except TransactionRevertedError as exc:
+                log.warning("%s: proposal for round %d not accepted: %s", self.name, round_, exc.reason)
+                return False
+        return True
+
+
+class Validator(Actor):
+    """Evaluates each finalised global model on its held-out data and posts the metrics on chain."""
+
+    def __init__(
+        self,
+        identity: MemberIdentity,
+        ledger: LedgerPort,
+        store: BlobStore,
+        sealer: Sealer,
+        timer: RoundTimer | None = None,
+        *,
+        data: Dataset,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(identity, ledger, store, sealer, timer, device=device)
+        self.data = data
+        self._posted: dict[int, set[int]] = {}
+
+    def _already_posted(self, task_id: int) -> set[int]:
+        posted = self._posted.get(task_id)
+        if posted is None:
+            posted = set()
+            me = self.identity.address.lower()
+            start = self.ledger.deployment.deploy_block
+            for event in self.ledger.events(from_block=start):
+                if event.name == "MetricsPosted" and event.args["taskId"] == task_id:
+                    if str(event.args["validator"]).lower() == me:
+                        posted.add(int(event.args["round"]))
+            self._posted[task_id] = posted
+        return posted
+
+    def step(self, task_id: int) -> bool:
+        session = self.session(task_id)
+        state = self.ledger.task_state(task_id)
+        last_final = session.task.num_rounds if state.phase == Phase.DONE else state.round - 1
+        posted = self._already_posted(task_id)
+        pending = [r for r in range(1, last_final + 1) if r not in posted]
+        if not pending:
+            return False
+        round_ = pending[0]
+        model_hash = self.ledger.round_model(task_id, round_)
+        assert model_hash is not None
+        with self.timer.measure(round_, "store"):
+            tensors = session.load_model(self.store, self.sealer, model_hash, round_)
+        with self.timer.measure(round_, "evaluate"):
+            model = build_model(session.spec.model.name, **session.spec.model.kwargs)
+            load_numpy_state(model, tensors)
+            result = evaluate(model, self.data, device=self.device)
+        with self.timer.measure(round_, "ledger"):
+            try:
+                self.ledger.post_metrics(
+                    self.identity.account, task_id, round_, result.accuracy, result.loss, result.num_examples
+                )
+            except TransactionRevertedError as exc:
+                log.warning("%s: metrics for round %d not accepted: %s", self.name, round_, exc.reason)
+        posted.add(round_)
+        return True
+
