@@ -385,16 +385,17 @@ def proposeAggregate(
     assert roles & AGGREGATOR != 0, "not an aggregator"
     assert round == s.round, "wrong round"
 
-    cfg: TaskConfig = self._config[taskId]
+    # Read only the config fields needed (each is its own storage slot).
+    committeeSize: uint256 = self._config[taskId].committeeSize
     aidx: uint256 = self._aindex[taskId][msg.sender]
     assert aidx != 0, "not in committee"
     na: uint256 = len(self._aggregators[taskId])
-    start: uint256 = ((round - 1) * cfg.committeeSize) % na
-    assert (aidx - 1 + na - start) % na < cfg.committeeSize, "not in committee"
+    start: uint256 = ((round - 1) * committeeSize) % na
+    assert (aidx - 1 + na - start) % na < committeeSize, "not in committee"
 
     if s.phase == TRAINING:
-        assert block.timestamp > s.openedAt + cfg.roundDuration and s.count >= cfg.minUpdates, \
-            "round not ready for aggregation"
+        ready: bool = block.timestamp > s.openedAt + self._config[taskId].roundDuration
+        assert ready and s.count >= self._config[taskId].minUpdates, "round not ready for aggregation"
         s.phase = AGGREGATING
         log AggregationStarted(taskId=taskId, round=round, numSubmitted=s.count)
     assert s.phase == AGGREGATING, "round not ready for aggregation"
@@ -425,16 +426,17 @@ def proposeAggregate(
         votes=votes,
     )
 
-    if votes == cfg.quorum:
+    if votes == self._config[taskId].quorum:
         self._roundModel[taskId][round] = modelHash
         self._roundIncluded[taskId][round] = included
         log RoundFinalized(taskId=taskId, round=round, modelHash=modelHash, included=included)
-        if round == cfg.numRounds:
+        if round == self._config[taskId].numRounds:
             s.phase = DONE
             log TaskCompleted(taskId=taskId, modelHash=modelHash)
         else:
             s = RoundState(round=round + 1, phase=TRAINING, openedAt=block.timestamp, mask=0, count=0)
-            log RoundOpened(taskId=taskId, round=round + 1, deadline=block.timestamp + cfg.roundDuration)
+            duration: uint256 = self._config[taskId].roundDuration
+            log RoundOpened(taskId=taskId, round=round + 1, deadline=block.timestamp + duration)
     self._store(taskId, s)
 
 

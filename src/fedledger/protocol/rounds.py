@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedledger.aggregation import ExclusionReason, apply_update, get_rule, validate_update
+from fedledger.aggregation import (
+    AggregationRule,
+    ExclusionReason,
+    apply_update,
+    coordinate_median,
+    get_rule,
+    validate_update,
+)
 from fedledger.codec import decode_tensors, encode_tensors
 from fedledger.crypto import content_address
 from fedledger.errors import BlobCorruptError, BlobNotFoundError, CodecError, DecryptionError, StoreError
@@ -58,6 +65,25 @@ def model_metadata(session: TaskSession, round_: int) -> dict[str, str]:
         "fedledger.task_id": str(session.task_id),
         "fedledger.round": str(round_),
     }
+
+
+def round_rule(name: str, params: dict[str, object], num_valid: int) -> AggregationRule:
+    """The task's rule, adapted deterministically to how many updates survived validation.
+
+    Multi-Krum needs more than 2f + 2 updates; with fewer, the tolerated f shrinks to what the count
+    allows, and with two or fewer the coordinate median (their mean) is used, so dropouts never stall
+    a round. Every aggregator applies the same adaptation, so they still agree bit for bit.
+    """
+    if name == "multi_krum":
+        byzantine = int(params.get("num_byzantine", 0) or 0)
+        if num_valid <= 2:
+            return coordinate_median
+        allowed = min(byzantine, max(0, (num_valid - 3) // 2))
+        selected = params.get("num_selected")
+        if isinstance(selected, int):
+            selected = min(selected, num_valid - allowed)
+        return get_rule(name, num_byzantine=allowed, num_selected=selected)
+    return get_rule(name, **params)
 
 
 def fetch_update(
@@ -129,7 +155,7 @@ def aggregate_round(
         sample_counts[participant] = submission.num_samples
     if not updates:
         raise NothingToAggregateError(f"round {round_}: every submitted update was rejected")
-    rule = get_rule(session.spec.aggregation.rule, **session.spec.aggregation.rule_params())
+    rule = round_rule(session.spec.aggregation.rule, session.spec.aggregation.rule_params(), len(updates))
     delta = rule(updates, weights)
     model = apply_update(global_model, delta)
     plaintext = encode_tensors(model, metadata=model_metadata(session, round_))

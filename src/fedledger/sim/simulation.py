@@ -407,13 +407,15 @@ class Simulation:
             self.ledger.advance_time(seconds)
         self.time_advanced += seconds
 
-    def _sweep(self, round_: int) -> bool:
+    def _sweep(self) -> bool:
+        """Give every actor one turn; a member offline in the current round skips its trainer."""
         progressed = False
         for member in self.members:
-            offline = round_ in member.drop_out_rounds
             for actor in member.actors:
-                if offline and isinstance(actor, Trainer):
-                    continue
+                if isinstance(actor, Trainer) and member.drop_out_rounds:
+                    state = self.ledger.task_state(self.task_id)
+                    if state.phase != Phase.DONE and state.round in member.drop_out_rounds:
+                        continue
                 if actor.step(self.task_id):
                     progressed = True
         return progressed
@@ -426,8 +428,7 @@ class Simulation:
         round_started = time.perf_counter()
         stalls = 0
         while True:
-            state = self.ledger.task_state(self.task_id)
-            progressed = self._sweep(state.round if state.phase != Phase.DONE else num_rounds + 1)
+            progressed = self._sweep()
             finalised = self._finalised_rounds()
             for round_ in range(reported + 1, finalised + 1):
                 if on_round is not None and self._metrics_complete(round_):

@@ -1,0 +1,637 @@
+"""The Consortium and TrainingTask contracts, driven through the Ledger client.
+
+Every rule of the round protocol and of governance has a transaction here that must revert with a
+specific reason, plus the positive paths (two full rounds with a dissenting aggregator, the deadline
+path, reopening). The chain is built in ONE helper, ``make_test_web3``, so the backend can be swapped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from fedledger.errors import LedgerError, TransactionRevertedError
+from fedledger.ledger import Deployment, Ledger, Phase, Role, TaskParams
+from fedledger.ledger.contracts import CONTRACT_NAMES, artifact_path, source_sha256
+
+ROUND_DURATION = 3600
+NUM_ACCOUNTS = 20
+
+
+def make_test_web3() -> tuple[Web3, list[LocalAccount]]:
+    """A fresh automining chain and its pre-funded accounts (the one place the backend is chosen)."""
+    from eth_tester import EthereumTester, PyEVMBackend
+    from web3 import EthereumTesterProvider
+
+    backend = PyEVMBackend(genesis_state=PyEVMBackend.generate_genesis_state(num_accounts=NUM_ACCOUNTS))
+    w3 = Web3(EthereumTesterProvider(EthereumTester(backend)))
+    accounts = [Account.from_key(k.to_bytes()) for k in backend.account_keys]
+    return w3, accounts
+
+
+def advance_time(w3: Web3, seconds: int) -> None:
+    """Move the chain clock forward (mines one block at the new time)."""
+    latest = int(w3.eth.get_block("latest")["timestamp"])
+    w3.provider.ethereum_tester.time_travel(latest + seconds)  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@dataclass
+class Env:
+    w3: Web3
+    ledger: Ledger
+    admins: list[LocalAccount]  # 3 admins, threshold 2; all members without roles
+    trainers: list[LocalAccount]  # 3
+    aggregators: list[LocalAccount]  # 3
+    validator: LocalAccount
+    outsider: LocalAccount  # never a member
+    spares: list[LocalAccount]  # not members at deployment; tests add them
+
+    def key(self, acct: LocalAccount) -> bytes:
+        return hashlib.sha256(b"x25519:" + acct.address.encode()).digest()
+
+
+_counter = itertools.count(1)
+
+
+def h32(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+@pytest.fixture(scope="module")
+def env() -> Env:
+    w3, accts = make_test_web3()
+    admins, trainers, aggregators = accts[0:3], accts[3:6], accts[6:9]
+    validator, outsider, spares = accts[9], accts[10], accts[11:]
+    members: list[tuple[str, str, int, bytes]] = []
+    for i, a in enumerate(admins):
+        members.append((a.address, f"admin{i}", 0, h32(f"key{a.address}")))
+    for i, a in enumerate(trainers):
+        members.append((a.address, f"hospital{i}", int(Role.TRAINER), h32(f"key{a.address}")))
+    for i, a in enumerate(aggregators):
+        members.append((a.address, f"agg{i}", int(Role.AGGREGATOR), h32(f"key{a.address}")))
+    members.append((validator.address, "validator", int(Role.VALIDATOR), h32(f"key{validator.address}")))
+    ledger = Ledger.deploy(w3, admins[0], admins=[a.address for a in admins], threshold=2, members=members)
+    return Env(w3, ledger, admins, trainers, aggregators, validator, outsider, spares)
+
+
+def make_params(
+    env: Env,
+    *,
+    participants: Sequence[LocalAccount] | None = None,
+    num_rounds: int = 2,
+    committee_size: int = 3,
+    min_updates: int = 2,
+    quorum: int = 2,
+    round_duration: int = ROUND_DURATION,
+) -> TaskParams:
+    if participants is None:
+        participants = [*env.trainers, *env.aggregators, env.validator]
+    n = next(_counter)
+    return TaskParams(
+        spec_hash=h32(f"spec{n}"),
+        initial_model_hash=h32(f"model0-{n}"),
+        num_rounds=num_rounds,
+        participants=tuple(p.address for p in participants),
+        wrapped_keys=tuple(h32(f"wk{n}{p.address}") * 2 + bytes(28) for p in participants),
+        committee_size=committee_size,
+        min_updates=min_updates,
+        quorum=quorum,
+        round_duration=round_duration,
+    )
+
+
+def approve_task(env: Env, params: TaskParams) -> None:
+    pid = env.ledger.propose_task(env.admins[0], params)
+    env.ledger.approve(env.admins[1], pid)
+
+
+def new_task(
+    env: Env, *, register: bool = True, participants: Sequence[LocalAccount] | None = None, **kw: int
+) -> tuple[int, TaskParams]:
+    params = make_params(env, participants=participants, **kw)
+    approve_task(env, params)
+    task_id = env.ledger.create_task(env.admins[0], params)
+    if register:
+        for t in env.trainers:
+            if t.address in params.participants:
+                env.ledger.register_dataset(t, task_id, 100, [60, 40], h32(f"root{t.address}"))
+    return task_id, params
+
+
+def reasons_for(params: TaskParams, included: int, code: int = 1) -> list[int]:
+    return [0 if included >> i & 1 else code for i in range(len(params.participants))]
+
+
+def mask_of(params: TaskParams, accts: Sequence[LocalAccount]) -> int:
+    return sum(1 << params.participants.index(a.address) for a in accts)
+
+
+def reverts(reason: str) -> pytest.RaisesExc[TransactionRevertedError]:
+    return pytest.raises(TransactionRevertedError, match=reason)
+
+
+@pytest.fixture
+def task(env: Env) -> Iterator[tuple[int, TaskParams]]:
+    yield new_task(env)
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def test_committed_artifacts_match_sources() -> None:
+    for name in CONTRACT_NAMES:
+        data = json.loads(artifact_path(name).read_text())
+        assert data["source_sha256"] == source_sha256(name), (
+            f"{name}.json is stale: run `python -m fedledger.ledger.contracts`"
+        )
+        assert data["vyper_version"].startswith("0.4")
+        assert len(bytes.fromhex(data["bytecode"].removeprefix("0x"))) < 2 * 24576
+
+
+# --------------------------------------------------------------------------- consortium
+
+
+def test_bootstrap_membership(env: Env) -> None:
+    led = env.ledger
+    members = led.members()
+    assert len(members) == 10
+    t0 = led.member(env.trainers[0].address)
+    assert t0 is not None and t0.active and t0.roles == Role.TRAINER and t0.name == "hospital0"
+    assert t0.enc_key == h32(f"key{env.trainers[0].address}")
+    assert led.member(env.outsider.address) is None
+    assert led.is_admin(env.admins[2].address) and not led.is_admin(env.trainers[0].address)
+    assert led.threshold() == 2
+    assert led.admins() == tuple(a.address for a in env.admins)
+
+
+def test_bad_bootstrap_reverts(env: Env) -> None:
+    a = env.spares[0]
+    with reverts("bad threshold"):
+        Ledger.deploy(env.w3, a, admins=[a.address], threshold=2, members=[])
+    with reverts("duplicate member"):
+        Ledger.deploy(env.w3, a, admins=[a.address], threshold=1, members=[(a.address, "x", 1, h32("k"))] * 2)
+
+
+def test_governance_below_threshold_then_executes(env: Env) -> None:
+    led, new = env.ledger, env.spares[0]
+    pid = led.propose_member(env.admins[0], new.address, "clinic", int(Role.TRAINER), env.key(new))
+    info = led.proposal(pid)
+    assert info.approvals == 1 and not info.executed
+    assert led.member(new.address) is None  # one approval of two: nothing happens yet
+    res = led.approve(env.admins[2], pid)
+    assert [e.name for e in res.events] == ["ProposalApproved", "MemberAdded", "ProposalExecuted"]
+    m = led.member(new.address)
+    assert m is not None and m.active and m.roles == Role.TRAINER and m.name == "clinic"
+    assert led.proposal(pid).executed
+    with reverts("already executed"):
+        led.approve(env.admins[1], pid)
+    with reverts("already a member"):
+        led.propose_member(env.admins[0], new.address, "again", 1, env.key(new))
+
+
+def test_double_approval_by_one_admin_reverts(env: Env) -> None:
+    pid = env.ledger.propose_member(env.admins[0], env.spares[1].address, "lab", 1, env.key(env.spares[1]))
+    with reverts("already approved"):
+        env.ledger.approve(env.admins[0], pid)
+    assert env.ledger.member(env.spares[1].address) is None
+
+
+def test_non_admin_cannot_propose_or_approve(env: Env) -> None:
+    led = env.ledger
+    with reverts("not an admin"):
+        led.propose_member(env.outsider, env.spares[2].address, "x", 1, env.key(env.spares[2]))
+    with reverts("not an admin"):
+        led.propose_member(env.trainers[0], env.spares[2].address, "x", 1, env.key(env.spares[2]))
+    pid = led.propose_member(env.admins[0], env.spares[2].address, "x", 1, env.key(env.spares[2]))
+    with reverts("not an admin"):
+        led.approve(env.trainers[0], pid)
+    with reverts("unknown proposal"):
+        led.approve(env.admins[1], 10_000)
+
+
+def test_proposal_validation(env: Env) -> None:
+    led = env.ledger
+    with reverts("not a member"):
+        led.propose_remove_member(env.admins[0], env.outsider.address)
+    with reverts("not a member"):
+        led.propose_set_roles(env.admins[0], env.outsider.address, 1)
+    with reverts("zero key"):
+        led.propose_rotate_key(env.admins[0], env.trainers[0].address, bytes(32))
+    with reverts("bad roles"):
+        led.propose_member(env.admins[0], env.spares[3].address, "x", 8, env.key(env.spares[3]))
+    with reverts("zero address"):
+        led.propose_member(env.admins[0], "0x" + "00" * 20, "x", 1, bytes(32))
+
+
+def test_proposal_revalidated_at_execution(env: Env) -> None:
+    """Two pending proposals to add the same address: the second cannot execute once the first did."""
+    led, who = env.ledger, env.spares[7]
+    first = led.propose_member(env.admins[0], who.address, "a", 1, env.key(who))
+    second = led.propose_member(env.admins[1], who.address, "b", 2, env.key(who))
+    led.approve(env.admins[2], first)
+    with reverts("already a member"):
+        led.approve(env.admins[2], second)
+    m = led.member(who.address)
+    assert m is not None and m.name == "a" and not led.proposal(second).executed
+
+
+def test_set_roles_and_rotate_key(env: Env) -> None:
+    led, who = env.ledger, env.spares[4]
+    pid = led.propose_member(env.admins[0], who.address, "x", int(Role.VALIDATOR), env.key(who))
+    led.approve(env.admins[1], pid)
+    pid = led.propose_set_roles(env.admins[1], who.address, int(Role.TRAINER | Role.AGGREGATOR))
+    res = led.approve(env.admins[2], pid)
+    assert res.events[1].name == "RolesChanged" and res.events[1].args["roles"] == 3
+    pid = led.propose_rotate_key(env.admins[0], who.address, h32("new key"))
+    led.approve(env.admins[2], pid)
+    m = led.member(who.address)
+    assert m is not None and m.roles == Role.TRAINER | Role.AGGREGATOR and m.enc_key == h32("new key")
+
+
+# --------------------------------------------------------------------------- task creation
+
+
+def test_create_task_requires_approval_once(env: Env) -> None:
+    led = env.ledger
+    params = make_params(env)
+    with reverts("task not approved"):
+        led.create_task(env.admins[0], params)
+    pid = led.propose_task(env.admins[0], params)
+    with reverts("task not approved"):  # one approval of two
+        led.create_task(env.admins[0], params)
+    led.approve(env.admins[1], pid)
+    assert led.task_approved(params)
+    with reverts("not a member"):
+        led.create_task(env.outsider, params)
+    task_id = led.create_task(env.trainers[0], params)
+    with reverts("task already created"):
+        led.create_task(env.admins[0], params)
+    with reverts("task already approved"):
+        led.propose_task(env.admins[0], params)
+
+    info = led.task(task_id)
+    assert info.participants == params.participants
+    assert info.aggregators == tuple(a.address for a in env.aggregators)
+    assert info.trainers == tuple(t.address for t in env.trainers)
+    assert (info.num_trainers, info.committee_size, info.quorum, info.min_updates) == (3, 3, 2, 2)
+    assert info.spec_hash == params.spec_hash and info.creator == env.trainers[0].address
+    assert led.wrapped_key(task_id, env.trainers[1].address) == params.wrapped_keys[1]
+    state = led.task_state(task_id)
+    assert state.round == 1 and state.phase == Phase.TRAINING
+    assert state.deadline == state.opened_at + ROUND_DURATION
+    assert led.task_count() >= task_id
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"quorum": 4, "committee_size": 3}, "bad quorum"),
+        ({"quorum": 0}, "bad quorum"),
+        ({"committee_size": 4, "quorum": 2}, "bad committee size"),
+        ({"min_updates": 4}, "bad minUpdates"),
+        ({"min_updates": 0}, "bad minUpdates"),
+        ({"num_rounds": 0}, "bad numRounds"),
+        ({"round_duration": 0}, "bad roundDuration"),
+    ],
+)
+def test_create_task_parameter_checks(env: Env, overrides: dict[str, int], reason: str) -> None:
+    params = make_params(env, **overrides)  # type: ignore[arg-type]
+    approve_task(env, params)
+    with reverts(reason):
+        env.ledger.create_task(env.admins[0], params)
+
+
+def test_create_task_participant_checks(env: Env) -> None:
+    for participants, reason in [
+        ([env.trainers[0], env.outsider, *env.aggregators], "participant not a member"),
+        ([env.trainers[0], env.trainers[0], *env.aggregators], "duplicate participant"),
+        ([*env.aggregators], "no trainers"),
+    ]:
+        params = make_params(env, participants=participants, min_updates=1)
+        approve_task(env, params)
+        with reverts(reason):
+            env.ledger.create_task(env.admins[0], params)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def test_register_dataset_rules(env: Env) -> None:
+    led = env.ledger
+    task_id, _ = new_task(env, register=False)
+    t0 = env.trainers[0]
+    with reverts("not a member"):
+        led.register_dataset(env.outsider, task_id, 10, [], h32("r"))
+    with reverts("not a trainer"):
+        led.register_dataset(env.validator, task_id, 10, [], h32("r"))
+    with reverts("histogram sum"):
+        led.register_dataset(t0, task_id, 10, [3, 3], h32("r"))
+    with reverts("zero samples"):
+        led.register_dataset(t0, task_id, 0, [], h32("r"))
+    res = led.register_dataset(t0, task_id, 10, [4, 6], h32("r"))
+    ev = res.events[0]
+    assert ev.name == "DatasetRegistered" and ev.args["labelHistogram"] == (4, 6)
+    assert ev.args["member"] == t0.address
+    assert led.dataset(task_id, t0.address) == (10, h32("r"))
+    assert led.dataset(task_id, env.trainers[1].address) is None
+    with reverts("already registered"):
+        led.register_dataset(t0, task_id, 10, [], h32("r"))
+    with reverts("dataset not registered"):
+        led.submit_update(env.trainers[1], task_id, 1, h32("u"), 10)
+
+
+# --------------------------------------------------------------------------- submitUpdate
+
+
+def test_submit_update_rules(env: Env, task: tuple[int, TaskParams]) -> None:
+    led = env.ledger
+    task_id, _ = task
+    t0, t1 = env.trainers[0], env.trainers[1]
+    with reverts("unknown task"):
+        led.submit_update(t0, 10_000, 1, h32("u"), 10)
+    with reverts("not a member"):
+        led.submit_update(env.outsider, task_id, 1, h32("u"), 10)
+    with reverts("not a trainer"):
+        led.submit_update(env.validator, task_id, 1, h32("u"), 10)  # validator-only member
+    with reverts("not a trainer"):
+        led.submit_update(env.aggregators[0], task_id, 1, h32("u"), 10)
+    with reverts("wrong round"):
+        led.submit_update(t0, task_id, 2, h32("u"), 10)
+    with reverts("zero blob hash"):
+        led.submit_update(t0, task_id, 1, bytes(32), 10)
+    with reverts("bad numSamples"):
+        led.submit_update(t0, task_id, 1, h32("u"), 101)
+    with reverts("bad numSamples"):
+        led.submit_update(t0, task_id, 1, h32("u"), 0)
+    res = led.submit_update(t0, task_id, 1, h32("u0"), 100)
+    assert res.events[0].name == "UpdateSubmitted" and res.events[0].args["blobHash"] == h32("u0")
+    with reverts("already submitted"):
+        led.submit_update(t0, task_id, 1, h32("u0-again"), 100)
+    led.submit_update(t1, task_id, 1, h32("u1"), 50)
+    subs = led.submissions(task_id, 1)
+    assert [(s.member, s.blob_hash, s.num_samples) for s in subs] == [
+        (t0.address, h32("u0"), 100),
+        (t1.address, h32("u1"), 50),
+    ]
+    sub = led.submission(task_id, 1, t1.address)
+    assert sub is not None and sub.num_samples == 50
+    state = led.task_state(task_id)
+    assert state.num_submitted == 2 and state.submitted_mask == 0b11 and state.phase == Phase.TRAINING
+
+
+def test_submit_by_non_participant(env: Env) -> None:
+    task_id, _ = new_task(env, participants=[*env.trainers[:2], *env.aggregators])
+    with reverts("not a participant"):
+        env.ledger.submit_update(env.trainers[2], task_id, 1, h32("u"), 10)
+
+
+def test_submit_after_deadline(env: Env, task: tuple[int, TaskParams]) -> None:
+    task_id, _ = task
+    advance_time(env.w3, ROUND_DURATION + 5)
+    with reverts("deadline passed"):
+        env.ledger.submit_update(env.trainers[0], task_id, 1, h32("late"), 10)
+
+
+def test_removed_member_cannot_submit(env: Env) -> None:
+    led, who = env.ledger, env.spares[5]
+    pid = led.propose_member(env.admins[0], who.address, "leaver", int(Role.TRAINER), env.key(who))
+    led.approve(env.admins[1], pid)
+    participants = [*env.trainers, who, *env.aggregators]
+    task_id, _ = new_task(env, participants=participants)
+    led.register_dataset(who, task_id, 10, [], h32("root"))
+    pid = led.propose_remove_member(env.admins[1], who.address)
+    assert led.member(who.address).active  # type: ignore[union-attr]
+    led.approve(env.admins[2], pid)
+    m = led.member(who.address)
+    assert m is not None and not m.active and m.roles == Role.TRAINER
+    assert who.address in [x.address for x in led.members()]
+    with reverts("not a member"):
+        led.submit_update(who, task_id, 1, h32("u"), 10)
+
+
+# --------------------------------------------------------------------------- proposeAggregate
+
+
+def test_propose_aggregate_rules(env: Env) -> None:
+    led = env.ledger
+    # 3 aggregators, committee of 2: round 1 is [A0, A1], A2 is outside.
+    task_id, params = new_task(env, committee_size=2, quorum=2)
+    a0, a1, a2 = env.aggregators
+    assert led.committee(task_id, 1) == (a0.address, a1.address)
+    assert led.committee(task_id, 2) == (a2.address, a0.address)
+    assert led.committee(task_id, 3) == (a1.address, a2.address)
+    led.submit_update(env.trainers[0], task_id, 1, h32("u0"), 100)
+    led.submit_update(env.trainers[1], task_id, 1, h32("u1"), 100)
+    inc = mask_of(params, env.trainers[:2])
+    with reverts("round not ready for aggregation"):  # still training, deadline not passed
+        led.propose_aggregate(a0, task_id, 1, h32("m"), inc, reasons_for(params, inc))
+    led.submit_update(env.trainers[2], task_id, 1, h32("u2"), 100)
+    assert led.task_state(task_id).phase == Phase.AGGREGATING
+    full = mask_of(params, env.trainers)
+    ok = reasons_for(params, full)
+    with reverts("not a member"):
+        led.propose_aggregate(env.outsider, task_id, 1, h32("m"), full, ok)
+    with reverts("not an aggregator"):
+        led.propose_aggregate(env.trainers[0], task_id, 1, h32("m"), full, ok)
+    with reverts("not in committee"):
+        led.propose_aggregate(a2, task_id, 1, h32("m"), full, ok)
+    with reverts("wrong round"):
+        led.propose_aggregate(a0, task_id, 2, h32("m"), full, ok)
+    with reverts("zero model hash"):
+        led.propose_aggregate(a0, task_id, 1, bytes(32), full, ok)
+    with reverts("nothing included"):
+        led.propose_aggregate(a0, task_id, 1, h32("m"), 0, reasons_for(params, 0))
+    bad = full | 1 << params.participants.index(a0.address)  # an aggregator never submits
+    with reverts("included not submitted"):
+        led.propose_aggregate(a0, task_id, 1, h32("m"), bad, reasons_for(params, bad))
+    with reverts("reasons length"):
+        led.propose_aggregate(a0, task_id, 1, h32("m"), full, ok[:-1])
+    with reverts("reason set for included"):
+        led.propose_aggregate(a0, task_id, 1, h32("m"), full, [1] * len(ok))
+    with reverts("reason missing for excluded"):
+        led.propose_aggregate(a0, task_id, 1, h32("m"), full, [0] * len(ok))
+    res = led.propose_aggregate(a0, task_id, 1, h32("m"), full, ok)
+    assert res.events[0].args["votes"] == 1
+    assert led.proposal_of(task_id, 1, a0.address) == Ledger.proposal_key(h32("m"), full, ok)
+    assert led.proposal_of(task_id, 1, a1.address) is None
+    with reverts("already proposed"):
+        led.propose_aggregate(a0, task_id, 1, h32("m"), full, ok)
+    with reverts("round not final"):
+        led.post_metrics(env.validator, task_id, 1, 0.5, 1.0, 10)
+
+
+def test_postmetrics_and_reopen_rules(env: Env) -> None:
+    led = env.ledger
+    task_id, params = new_task(env, min_updates=2, num_rounds=1)
+    t0 = env.trainers[0]
+    with reverts("deadline not passed"):
+        led.reopen_round(t0, task_id)
+    led.submit_update(t0, task_id, 1, h32("u0"), 100)
+    advance_time(env.w3, ROUND_DURATION + 5)
+    inc = mask_of(params, [t0])
+    with reverts("round not ready for aggregation"):  # deadline passed but 1 < minUpdates
+        led.propose_aggregate(env.aggregators[0], task_id, 1, h32("m"), inc, reasons_for(params, inc))
+    with reverts("not a member"):
+        led.reopen_round(env.outsider, task_id)
+    new = env.spares[6]
+    pid = led.propose_member(env.admins[0], new.address, "bystander", int(Role.TRAINER), env.key(new))
+    led.approve(env.admins[1], pid)
+    with reverts("not a participant"):
+        led.reopen_round(new, task_id)
+    before = led.task_state(task_id)
+    res = led.reopen_round(env.validator, task_id)  # any participant may reopen
+    after = led.task_state(task_id)
+    assert res.events[0].name == "RoundReopened" and res.events[0].args["deadline"] == after.deadline
+    assert after.opened_at > before.opened_at and after.num_submitted == 1  # submissions kept
+    with reverts("deadline not passed"):
+        led.reopen_round(t0, task_id)
+    with reverts("already submitted"):
+        led.submit_update(t0, task_id, 1, h32("u0b"), 100)
+    led.submit_update(env.trainers[1], task_id, 1, h32("u1"), 100)
+    advance_time(env.w3, ROUND_DURATION + 5)
+    with reverts("enough updates to aggregate"):
+        led.reopen_round(t0, task_id)
+    # Finish the (single-round) task, then exercise postMetrics.
+    inc = mask_of(params, env.trainers[:2])
+    for agg in env.aggregators[:2]:
+        led.propose_aggregate(agg, task_id, 1, h32("m1"), inc, reasons_for(params, inc, code=7))
+    assert led.task_state(task_id).phase == Phase.DONE
+    with reverts("not a validator"):
+        led.post_metrics(env.trainers[0], task_id, 1, 0.9, 0.3, 100)
+    with reverts("round not final"):
+        led.post_metrics(env.validator, task_id, 2, 0.9, 0.3, 100)
+    res = led.post_metrics(env.validator, task_id, 1, 0.912345, 0.25, 100)
+    args = res.events[0].args
+    assert (args["accuracyPpm"], args["lossPpm"], args["numExamples"]) == (912345, 250000, 100)
+    with reverts("already posted"):
+        led.post_metrics(env.validator, task_id, 1, 0.9, 0.3, 100)
+    with reverts("task done"):
+        led.submit_update(t0, task_id, 1, h32("u"), 1)
+    with reverts("task done"):
+        led.reopen_round(t0, task_id)
+
+
+# --------------------------------------------------------------------------- positive paths
+
+
+GAS: dict[str, list[int]] = {}
+
+
+def test_two_rounds_with_dissent(env: Env) -> None:
+    led = env.ledger
+    start_block = led.block_number()
+    task_id, params = new_task(env, num_rounds=2, committee_size=3, quorum=2)
+    a0, a1, a2 = env.aggregators
+    full = mask_of(params, env.trainers)
+    ok = reasons_for(params, full)
+    for rnd in (1, 2):
+        for i, t in enumerate(env.trainers):
+            res = led.submit_update(t, task_id, rnd, h32(f"u{rnd}{i}"), 100 - i)
+            GAS.setdefault("submitUpdate", []).append(res.gas_used)
+        last = [e.name for e in res.events]
+        assert last == ["UpdateSubmitted", "AggregationStarted"]
+        model = h32(f"model{rnd}")
+        r0 = led.propose_aggregate(a0, task_id, rnd, model, full, ok)
+        r1 = led.propose_aggregate(a1, task_id, rnd, h32("evil"), full, ok)  # dissent
+        assert led.round_model(task_id, rnd) is None
+        r2 = led.propose_aggregate(a2, task_id, rnd, model, full, ok)
+        for r in (r0, r1, r2):
+            GAS.setdefault("proposeAggregate", []).append(r.gas_used)
+        names = [e.name for e in r2.events]
+        assert names[:2] == ["AggregateProposed", "RoundFinalized"]
+        assert r2.events[0].args["votes"] == 2
+        assert led.round_model(task_id, rnd) == model
+        assert led.round_included(task_id, rnd) == full
+        assert led.proposal_of(task_id, rnd, a1.address) == Ledger.proposal_key(h32("evil"), full, ok)
+        if rnd == 1:
+            assert names[2] == "RoundOpened"
+            state = led.task_state(task_id)
+            assert state.round == 2 and state.phase == Phase.TRAINING and state.num_submitted == 0
+        else:
+            assert names[2] == "TaskCompleted" and r2.events[2].args["modelHash"] == model
+            assert led.task_state(task_id).phase == Phase.DONE
+    res = led.post_metrics(env.validator, task_id, 2, 0.8, 0.5, 1000)
+    GAS.setdefault("postMetrics", []).append(res.gas_used)
+
+    events = [e for e in led.events(from_block=start_block + 1) if e.contract == "TrainingTask"]
+    events = [e for e in events if e.args.get("taskId") == task_id]
+    names = [e.name for e in events]
+    assert names[:2] == ["TaskCreated", "RoundOpened"]
+    assert names.count("UpdateSubmitted") == 6 and names.count("AggregateProposed") == 6
+    assert names.count("RoundFinalized") == 2 and names[-2:] == ["TaskCompleted", "MetricsPosted"]
+    dissent = [e for e in events if e.name == "AggregateProposed" and e.args["modelHash"] == h32("evil")]
+    assert len(dissent) == 2 and all(e.args["aggregator"] == a1.address for e in dissent)
+    assert dissent[0].args["reasons"] == tuple(ok)
+    created = events[0]
+    assert created.args["paramsHash"] == params.params_hash()
+    assert isinstance(created.args["specHash"], bytes) and created.args["numRounds"] == 2
+    order = [(e.block_number, e.log_index) for e in events]
+    assert order == sorted(order)
+    assert all(e.tx_hash.startswith("0x") and len(e.tx_hash) == 66 for e in events)
+
+
+def test_deadline_path(env: Env) -> None:
+    led = env.ledger
+    task_id, params = new_task(env, num_rounds=1, min_updates=2)
+    led.submit_update(env.trainers[0], task_id, 1, h32("a"), 10)
+    led.submit_update(env.trainers[1], task_id, 1, h32("b"), 20)
+    # trainers[2] misses the deadline
+    advance_time(env.w3, ROUND_DURATION + 5)
+    assert led.task_state(task_id).phase == Phase.TRAINING
+    inc = mask_of(params, env.trainers[:2])
+    reasons = reasons_for(params, inc, code=2)
+    res = led.propose_aggregate(env.aggregators[0], task_id, 1, h32("agg"), inc, reasons)
+    assert [e.name for e in res.events] == ["AggregationStarted", "AggregateProposed"]
+    assert res.events[0].args["numSubmitted"] == 2
+    assert led.task_state(task_id).phase == Phase.AGGREGATING
+    with reverts("not in training phase"):
+        led.submit_update(env.trainers[2], task_id, 1, h32("c"), 10)
+    res = led.propose_aggregate(env.aggregators[1], task_id, 1, h32("agg"), inc, reasons)
+    assert [e.name for e in res.events] == ["AggregateProposed", "RoundFinalized", "TaskCompleted"]
+    assert led.round_included(task_id, 1) == inc
+
+
+def test_gas_budget(env: Env) -> None:
+    if not GAS:
+        test_two_rounds_with_dissent(env)
+    sub, agg = GAS["submitUpdate"], GAS["proposeAggregate"]
+    print(f"\nsubmitUpdate gas: min {min(sub)} max {max(sub)}")
+    print(f"proposeAggregate gas: min {min(agg)} max {max(agg)} (7 participants)")
+    print(f"postMetrics gas: {GAS['postMetrics']}")
+    assert max(sub) < 100_000
+
+
+def test_ledger_stats_and_deployment_roundtrip(env: Env) -> None:
+    led = env.ledger
+    before_tx, before_gas = led.tx_count, led.gas_used
+    with reverts("not a member"):
+        led.submit_update(env.outsider, 1, 1, h32("u"), 1)
+    assert led.tx_count == before_tx + 1 and led.gas_used > before_gas  # reverted txs cost gas too
+    dep = Deployment.from_json(led.deployment.to_json())
+    assert dep == led.deployment
+    again = Ledger(env.w3, dep)
+    assert again.task_count() == led.task_count()
+    assert again.chain_id == env.w3.eth.chain_id
+    wrong = Deployment(dep.chain_id + 1, dep.consortium, dep.training_task, dep.deploy_block)
+    with pytest.raises(LedgerError, match="chain"):
+        Ledger(env.w3, wrong)
+    # Two Ledger instances sending for one account: `led`'s cached nonce goes stale, the node rejects
+    # it, and the client resyncs and resends.
+    task_id, _ = new_task(env, register=False)
+    t0 = env.trainers[0]
+    again.register_dataset(t0, task_id, 10, [], h32("root"))
+    res = led.submit_update(t0, task_id, 1, h32("x"), 10)
+    assert res.events[0].name == "UpdateSubmitted"
+    with pytest.raises(LedgerError, match="reverted: unknown task"):
+        led.task_state(10_000)
