@@ -61,7 +61,9 @@ def test_bad_config_field_is_named(tmp_path: Path) -> None:
 
 def test_missing_dataset_directory_is_named(tmp_path: Path) -> None:
     config = tmp_path / "fm.toml"
-    text = EXAMPLE_CONFIG.replace('dataset = "breast_cancer"', 'dataset = "fashion_mnist"\npath = "/nonexistent/fm"')
+    text = EXAMPLE_CONFIG.replace(
+        'dataset = "breast_cancer"', 'dataset = "fashion_mnist"\npath = "/nonexistent/fm"'
+    )
     config.write_text(text)
     code, output = invoke("run", str(config), "--out", str(tmp_path / "run"))
     assert code == 2

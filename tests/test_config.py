@@ -46,7 +46,7 @@ def test_member_field_error_names_the_member(tmp_path: Path) -> None:
 
 def test_quorum_above_committee_is_rejected(tmp_path: Path) -> None:
     text = EXAMPLE_CONFIG.replace("quorum = 2", "quorum = 4")
-    with pytest.raises(ConfigError, match="quorum 4 exceeds protocol.committee_size 3"):
+    with pytest.raises(ConfigError, match=r"quorum 4 exceeds protocol\.committee_size 3"):
         load_config(write(tmp_path, text))
 
 

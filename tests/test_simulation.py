@@ -37,7 +37,9 @@ def copy_run(demo_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> Path:
 
 def blob_path(run: Path, blob_hex: str) -> Path:
     digest = blob_hex.removeprefix("0x")
-    matches = [p for p in (run / "blobs").rglob("*") if p.is_file() and digest in p.as_posix().replace("/", "")]
+    matches = [
+        p for p in (run / "blobs").rglob("*") if p.is_file() and digest in p.as_posix().replace("/", "")
+    ]
     assert matches, f"blob {blob_hex} not found under {run / 'blobs'}"
     return matches[0]
 
@@ -52,7 +54,11 @@ def update_blobs(summary: dict[str, Any], run: Path) -> list[tuple[int, str, str
         for event in opened.ledger.events():
             if event.name == "UpdateSubmitted":
                 found.append(
-                    (int(event.args["round"]), opened.name(str(event.args["member"])), "0x" + bytes(event.args["blobHash"]).hex())
+                    (
+                        int(event.args["round"]),
+                        opened.name(str(event.args["member"])),
+                        "0x" + bytes(event.args["blobHash"]).hex(),
+                    )
                 )
         return found
     finally:
@@ -74,7 +80,12 @@ def test_demo_run_records_every_round(demo_run: tuple[Path, dict[str, Any]]) -> 
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["final"]["model_hash"] == summary["rounds"][-1]["model_hash"]
     deployment = json.loads((out / "deployment.json").read_text())
-    assert {m["name"] for m in deployment["members"]} == {"hospital-a", "hospital-b", "hospital-c", "hospital-d"}
+    assert {m["name"] for m in deployment["members"]} == {
+        "hospital-a",
+        "hospital-b",
+        "hospital-c",
+        "hospital-d",
+    }
     assert (out / deployment["abi"]["TrainingTask"]).is_file()
 
 
@@ -94,7 +105,9 @@ def test_audit_passes_on_an_untouched_run(demo_run: tuple[Path, dict[str, Any]])
     assert report.blobs_checked >= 3 * 4 + 3
 
 
-def test_flipped_byte_in_an_update_blob_fails_audit(demo_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+def test_flipped_byte_in_an_update_blob_fails_audit(
+    demo_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
     run = copy_run(demo_run, tmp_path)
     round_, member, blob = update_blobs(demo_run[1], run)[5]
     path = blob_path(run, blob)
@@ -123,7 +136,9 @@ def test_replaced_model_file_fails_audit(demo_run: tuple[Path, dict[str, Any]], 
 
     opened = open_run(run)
     try:
-        earlier = session_plaintext(opened.session, opened.store, from_hex(demo_run[1]["rounds"][0]["model_hash"]), 1)
+        earlier = session_plaintext(
+            opened.session, opened.store, from_hex(demo_run[1]["rounds"][0]["model_hash"]), 1
+        )
     finally:
         opened.close()
     (run / "model.safetensors").write_bytes(earlier)
@@ -137,7 +152,12 @@ def test_provenance_names_round_and_contributors(demo_run: tuple[Path, dict[str,
     result = model_provenance(out / "model.safetensors", out)
     assert result["round"] == 3 and result["final"]
     assert result["model_blob"] == summary["rounds"][-1]["model_hash"]
-    assert sorted(c["member"] for c in result["contributors"]) == ["hospital-a", "hospital-b", "hospital-c", "hospital-d"]
+    assert sorted(c["member"] for c in result["contributors"]) == [
+        "hospital-a",
+        "hospital-b",
+        "hospital-c",
+        "hospital-d",
+    ]
     for contributor in result["contributors"]:
         assert contributor["dataset_samples"] >= contributor["num_samples"] > 0
         assert contributor["submit_tx"].startswith("0x")
@@ -145,8 +165,9 @@ def test_provenance_names_round_and_contributors(demo_run: tuple[Path, dict[str,
 
 
 def test_provenance_rejects_a_foreign_model(demo_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
-    from fedledger.codec import encode_tensors
     import numpy as np
+
+    from fedledger.codec import encode_tensors
 
     foreign = tmp_path / "foreign.safetensors"
     foreign.write_bytes(encode_tensors({"w": np.zeros(3, dtype=np.float32)}))
@@ -155,10 +176,11 @@ def test_provenance_rejects_a_foreign_model(demo_run: tuple[Path, dict[str, Any]
 
 
 def test_security_off_trains_the_identical_model(demo_run: tuple[Path, dict[str, Any]]) -> None:
-    config = demo_config(rounds=3).model_copy(update={"security": {"enabled": False}})
     from fedledger.sim.config import parse_config
 
-    config = parse_config(config.model_dump(mode="json") | {"security": {"enabled": False}}, "test")
+    config = parse_config(
+        demo_config(rounds=3).model_dump(mode="json") | {"security": {"enabled": False}}, "test"
+    )
     sim = Simulation.create(config, None)
     summary = sim.run()
     secured = demo_run[1]

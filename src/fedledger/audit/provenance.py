@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedledger.audit.verify import OpenRun, open_run, session_plaintext
 from fedledger.codec import decode_metadata
 from fedledger.crypto import content_address, to_hex
 from fedledger.errors import CodecError, FedledgerError, UsageError, VerificationError
 from fedledger.ledger.types import Phase
-from fedledger.audit.verify import OpenRun, open_run, session_plaintext
 
 
 @dataclass(frozen=True)

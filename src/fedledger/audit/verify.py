@@ -8,6 +8,7 @@ model file against the final on-chain hash.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,17 +165,18 @@ def _audit(opened: OpenRun) -> AuditReport:
     events = [e for e in ledger.events(from_block=ledger.deployment.deploy_block)]
     report.events_read = len(events)
 
-    for label, address in (("Consortium", ledger.deployment.consortium), ("TrainingTask", ledger.deployment.training_task)):
+    for label, address in (
+        ("Consortium", ledger.deployment.consortium),
+        ("TrainingTask", ledger.deployment.training_task),
+    ):
         code = opened.chain.rpc("eth_getCode", [address, "latest"])
         if code in ("0x", "", None):
             report.violations.append(Violation(f"no {label} contract code at {address}"))
 
     spec_ctx = task_blob_context(session.chain_id, session.contract, 0, 0, KIND_SPEC)
     _check_blob(report, store, task.spec_hash, None, None, "spec")
-    try:
+    with contextlib.suppress(StoreError, DecryptionError):
         sealer.open(session.key, store.get(task.spec_hash), spec_ctx)
-    except (StoreError, DecryptionError):
-        pass
 
     state = ledger.task_state(task.task_id)
     finalised = task.num_rounds if state.phase == Phase.DONE else state.round - 1
@@ -197,27 +199,32 @@ def _audit(opened: OpenRun) -> AuditReport:
             event = submitted_events.get((round_, sub.member.lower()))
             if event is None or bytes(event.args["blobHash"]) != sub.blob_hash:
                 report.violations.append(
-                    Violation("submission in contract state has no matching UpdateSubmitted event",
-                              round=round_, member=opened.name(sub.member), blob=to_hex(sub.blob_hash))
+                    Violation(
+                        "submission in contract state has no matching UpdateSubmitted event",
+                        round=round_,
+                        member=opened.name(sub.member),
+                        blob=to_hex(sub.blob_hash),
+                    )
                 )
         included_on_chain = ledger.round_included(task.task_id, round_)
-        for index, participant in enumerate(task.participants):
-            sub = next((s for s in submissions if s.member.lower() == participant.lower()), None)
-            if sub is None:
-                continue
-            was_included = bool((included_on_chain >> index) & 1)
-            problem = _check_blob(report, store, sub.blob_hash, round_, opened.name(participant), "update")
-            if problem and not was_included:
-                # The committee excluded it and recorded why; still missing now is consistent.
-                report.violations.pop()
+        for entry in submissions:
+            index = session.participant_index(entry.member)
+            if (included_on_chain >> index) & 1:
+                _check_blob(report, store, entry.blob_hash, round_, opened.name(entry.member), "update")
+            # An excluded update's blob may legitimately be missing or bad: the committee recorded why,
+            # and the recomputation below confirms the same exclusion.
         if global_model is None:
-            report.violations.append(Violation("cannot recompute: previous global model unavailable", round=round_))
+            report.violations.append(
+                Violation("cannot recompute: previous global model unavailable", round=round_)
+            )
             global_model = _load_model(report, session, store, final_hash, round_)
             continue
         try:
             aggregate = aggregate_round(session, store, sealer, round_, submissions, global_model)
         except NothingToAggregateError:
-            report.violations.append(Violation("recomputation finds no valid update to aggregate", round=round_))
+            report.violations.append(
+                Violation("recomputation finds no valid update to aggregate", round=round_)
+            )
             global_model = _load_model(report, session, store, final_hash, round_)
             continue
         if aggregate.model_hash != final_hash or aggregate.included != included_on_chain:
@@ -230,8 +237,12 @@ def _audit(opened: OpenRun) -> AuditReport:
             )
         for exclusion in aggregate.exclusions:
             report.misbehaviour.append(
-                Misbehaviour(round_, opened.name(exclusion.member), "excluded update",
-                             f"{describe_reason(int(exclusion.reason))}: {exclusion.detail}")
+                Misbehaviour(
+                    round_,
+                    opened.name(exclusion.member),
+                    "excluded update",
+                    f"{describe_reason(int(exclusion.reason))}: {exclusion.detail}",
+                )
             )
         _check_blob(report, store, final_hash, round_, None, "model")
         global_model = _load_model(report, session, store, final_hash, round_) if final_hash else None
@@ -245,8 +256,12 @@ def _audit(opened: OpenRun) -> AuditReport:
         final_hash = ledger.round_model(task.task_id, round_)
         if final_hash is not None and bytes(event.args["modelHash"]) != final_hash:
             report.misbehaviour.append(
-                Misbehaviour(round_, opened.name(str(event.args["aggregator"])), "outvoted proposal",
-                             f"proposed {to_hex(bytes(event.args['modelHash']))}, finalised {to_hex(final_hash)}")
+                Misbehaviour(
+                    round_,
+                    opened.name(str(event.args["aggregator"])),
+                    "outvoted proposal",
+                    f"proposed {to_hex(bytes(event.args['modelHash']))}, finalised {to_hex(final_hash)}",
+                )
             )
     if state.phase == Phase.DONE:
         _check_model_file(report, opened, session, store, task.num_rounds)
@@ -254,19 +269,33 @@ def _audit(opened: OpenRun) -> AuditReport:
 
 
 def _check_blob(
-    report: AuditReport, store: LocalBlobStore, address: bytes, round_: int | None, member: str | None, kind: str
+    report: AuditReport,
+    store: LocalBlobStore,
+    address: bytes,
+    round_: int | None,
+    member: str | None,
+    kind: str,
 ) -> bool:
     """Record a violation if the blob is missing or does not match its address; True if it did."""
     report.blobs_checked += 1
     try:
         store.get(address)
     except BlobNotFoundError:
-        report.violations.append(Violation(f"{kind} blob missing from the store", round=round_, member=member,
-                                           blob=to_hex(address)))
+        report.violations.append(
+            Violation(
+                f"{kind} blob missing from the store", round=round_, member=member, blob=to_hex(address)
+            )
+        )
         return True
     except BlobCorruptError:
-        report.violations.append(Violation(f"{kind} blob does not match its content hash", round=round_,
-                                           member=member, blob=to_hex(address)))
+        report.violations.append(
+            Violation(
+                f"{kind} blob does not match its content hash",
+                round=round_,
+                member=member,
+                blob=to_hex(address),
+            )
+        )
         return True
     return False
 

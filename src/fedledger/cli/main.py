@@ -45,8 +45,10 @@ def _guard(action: Callable[[], T]) -> T:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]: the run directory keeps everything recorded so far; "
-                          "`fedledger resume RUN_DIR` carries on")
+        err_console.print(
+            "[yellow]interrupted[/]: the run directory keeps everything recorded so far; "
+            "`fedledger resume RUN_DIR` carries on"
+        )
         raise typer.Exit(130) from None
 
 
@@ -77,12 +79,13 @@ def _run_simulation(sim: Any, *, quiet: bool = False) -> dict[str, Any]:
             table_rows.append(report)
             s = report.seconds
             progress.console.print(
-                f"round {report.round:>3}/{report.num_rounds}  acc {_fmt(report.test_accuracy)}  "
-                f"loss {_fmt(report.test_loss)}  in {report.included} out {report.excluded}  "
-                f"train {s.get('train', 0):.2f}s crypto {s.get('crypto', 0):.2f}s "
-                f"ledger {s.get('ledger', 0):.2f}s store {s.get('store', 0):.2f}s "
-                f"aggregate {s.get('aggregate', 0):.2f}s",
+                f"round {report.round:>3}/{report.num_rounds} acc {_fmt(report.test_accuracy)} "
+                f"loss {_fmt(report.test_loss)} in {report.included} out {report.excluded} | s: "
+                f"train {s.get('train', 0):.2f} crypto {s.get('crypto', 0):.2f} "
+                f"ledger {s.get('ledger', 0):.2f} store {s.get('store', 0):.2f} "
+                f"agg {s.get('aggregate', 0):.2f}",
                 highlight=False,
+                soft_wrap=True,
             )
             progress.update(bar, completed=report.round, status=f"acc {_fmt(report.test_accuracy)}")
 
@@ -151,7 +154,9 @@ def demo(
         sim = Simulation.create(cfg, out)
         summary = _run_simulation(sim, quiet=quiet)
         _print_summary(summary, out)
-        console.print(f"next: [bold]fedledger audit {out}[/] and [bold]fedledger provenance {out}/model.safetensors {out}[/]")
+        console.print(
+            f"next: [bold]fedledger audit {out}[/] and [bold]fedledger provenance {out}/model.safetensors {out}[/]"
+        )
 
     _guard(action)
 
@@ -196,7 +201,9 @@ PasswordFile = Annotated[
     Path | None,
     typer.Option("--password-file", help="File holding the keystore password (else FEDLEDGER_PASSWORD)."),
 ]
-MemberOption = Annotated[str | None, typer.Option("--member", help="Member whose key decrypts (default: first).")]
+MemberOption = Annotated[
+    str | None, typer.Option("--member", help="Member whose key decrypts (default: first).")
+]
 
 
 @app.command()
@@ -216,11 +223,17 @@ def audit(
             sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
         else:
             for item in report.misbehaviour:
-                console.print(f"recorded: round {item.round}, member {item.member}: {item.kind} ({item.detail})",
-                              highlight=False)
+                console.print(
+                    f"recorded: round {item.round}, member {item.member}: {item.kind} ({item.detail})",
+                    highlight=False,
+                )
             for violation in report.violations:
                 console.print(f"[red]VIOLATION[/] {violation.line()}", highlight=False, soft_wrap=True)
-            verdict = "[green]audit passed[/]" if report.ok else f"[red]audit failed: {len(report.violations)} violation(s)[/]"
+            verdict = (
+                "[green]audit passed[/]"
+                if report.ok
+                else f"[red]audit failed: {len(report.violations)} violation(s)[/]"
+            )
             console.print(
                 f"{verdict}: {report.rounds_checked} rounds recomputed, {report.blobs_checked} blobs and "
                 f"{report.events_read} events checked"
@@ -253,14 +266,24 @@ def provenance(
             f"(chain {result['chain_id']}, contract {result['contract']})",
             highlight=False,
         )
-        console.print(f"model sha256 {result['model_sha256']}, encrypted blob {result['model_blob']}", highlight=False)
-        console.print(f"finalised by tx {result['finalized_tx']}; committee: {', '.join(result['committee'])}",
-                      highlight=False)
-        table = Table("contributor", "samples", "dataset samples", "dataset merkle root", "label histogram", "submit tx")
+        console.print(
+            f"model sha256 {result['model_sha256']}, encrypted blob {result['model_blob']}", highlight=False
+        )
+        console.print(
+            f"finalised by tx {result['finalized_tx']}; committee: {', '.join(result['committee'])}",
+            highlight=False,
+        )
+        table = Table(
+            "contributor", "samples", "dataset samples", "dataset merkle root", "label histogram", "submit tx"
+        )
         for c in result["contributors"]:
             table.add_row(
-                c["member"], str(c["num_samples"]), str(c["dataset_samples"]),
-                (c["dataset_merkle_root"] or "")[:18] + "…", str(c["label_histogram"]), c["submit_tx"][:18] + "…",
+                c["member"],
+                str(c["num_samples"]),
+                str(c["dataset_samples"]),
+                (c["dataset_merkle_root"] or "")[:18] + "…",
+                str(c["label_histogram"]),
+                c["submit_tx"][:18] + "…",
             )
         console.print(table)
 
@@ -285,7 +308,9 @@ def chain_serve(
         except OSError as exc:
             chain.close()
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        console.print(f"serving chain {chain.chain_id} from {chain_dir} at http://{host}:{port}", highlight=False)
+        console.print(
+            f"serving chain {chain.chain_id} from {chain_dir} at http://{host}:{port}", highlight=False
+        )
         try:
             server.serve_forever()
         except KeyboardInterrupt:

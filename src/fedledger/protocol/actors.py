@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from abc import ABC, abstractmethod
 
 import numpy as np
 
 from fedledger.codec import encode_tensors
 from fedledger.crypto import MemberIdentity
 from fedledger.errors import TransactionRevertedError
-from fedledger.ledger.types import Phase
 from fedledger.learning import (
     Dataset,
     TrainConfig,
@@ -27,6 +27,7 @@ from fedledger.learning import (
     state_to_numpy,
     train_local,
 )
+from fedledger.ledger.types import Phase
 from fedledger.protocol.ports import LedgerPort, Sealer
 from fedledger.protocol.rounds import NothingToAggregateError, aggregate_round
 from fedledger.protocol.session import TaskSession, open_session
@@ -43,7 +44,7 @@ def derive_seed(task_seed: int, participant_index: int, round_: int) -> int:
     return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-class Actor:
+class Actor(ABC):
     """Shared plumbing: identity, ledger, store, sealer, timing and a lazily opened session per task."""
 
     def __init__(
@@ -67,6 +68,10 @@ class Actor:
     @property
     def name(self) -> str:
         return self.identity.name
+
+    @abstractmethod
+    def step(self, task_id: int) -> bool:
+        """Do at most one piece of work the chain's current state calls for; True if something was done."""
 
     def session(self, task_id: int) -> TaskSession:
         session = self._sessions.get(task_id)
@@ -150,7 +155,9 @@ class Trainer(Actor):
             delta = {name: local_state[name] - global_state[name] for name in sorted(global_state)}
         with self.timer.measure(round_, "crypto"):
             plaintext = encode_tensors(delta)
-            blob = self.sealer.seal(session.key, plaintext, session.update_context(round_, self.identity.address))
+            blob = self.sealer.seal(
+                session.key, plaintext, session.update_context(round_, self.identity.address)
+            )
         with self.timer.measure(round_, "store"):
             blob_hash = self.store.put(blob)
         with self.timer.measure(round_, "ledger"):
@@ -193,7 +200,9 @@ class Aggregator(Actor):
             submissions = self.ledger.submissions(task_id, round_)
         with self.timer.measure(round_, "aggregate"):
             try:
-                aggregate = aggregate_round(session, self.store, self.sealer, round_, submissions, global_state)
+                aggregate = aggregate_round(
+                    session, self.store, self.sealer, round_, submissions, global_state
+                )
             except NothingToAggregateError as exc:
                 log.error("%s: %s", self.name, exc)
                 return False
@@ -240,9 +249,12 @@ class Validator(Actor):
             me = self.identity.address.lower()
             start = self.ledger.deployment.deploy_block
             for event in self.ledger.events(from_block=start):
-                if event.name == "MetricsPosted" and event.args["taskId"] == task_id:
-                    if str(event.args["validator"]).lower() == me:
-                        posted.add(int(event.args["round"]))
+                if (
+                    event.name == "MetricsPosted"
+                    and event.args["taskId"] == task_id
+                    and str(event.args["validator"]).lower() == me
+                ):
+                    posted.add(int(event.args["round"]))
             self._posted[task_id] = posted
         return posted
 
@@ -272,4 +284,3 @@ class Validator(Actor):
                 log.warning("%s: metrics for round %d not accepted: %s", self.name, round_, exc.reason)
         posted.add(round_)
         return True
-

@@ -91,7 +91,9 @@ class LedgerPort(Protocol):
 class Sealer(Protocol):
     """Seals and opens blobs; AES-256-GCM normally, identity for the security-off baseline."""
 
-    def seal(self, key: TaskKey, plaintext: bytes, ctx: BlobContext, *, deterministic: bool = False) -> bytes: ...
+    def seal(
+        self, key: TaskKey, plaintext: bytes, ctx: BlobContext, *, deterministic: bool = False
+    ) -> bytes: ...
 
     def open(self, key: TaskKey, blob: bytes, ctx: BlobContext) -> bytes: ...
 

@@ -75,7 +75,8 @@ def round_rule(name: str, params: dict[str, object], num_valid: int) -> Aggregat
     a round. Every aggregator applies the same adaptation, so they still agree bit for bit.
     """
     if name == "multi_krum":
-        byzantine = int(params.get("num_byzantine", 0) or 0)
+        raw_byzantine = params.get("num_byzantine", 0)
+        byzantine = raw_byzantine if isinstance(raw_byzantine, int) else 0
         if num_valid <= 2:
             return coordinate_median
         allowed = min(byzantine, max(0, (num_valid - 3) // 2))
@@ -110,7 +111,9 @@ def fetch_update(
     try:
         plaintext = sealer.open(session.key, blob, session.update_context(round_, member))
     except DecryptionError:
-        return None, Exclusion(member, ExclusionReason.DECRYPT_FAILED, "does not decrypt for this round and sender")
+        return None, Exclusion(
+            member, ExclusionReason.DECRYPT_FAILED, "does not decrypt for this round and sender"
+        )
     try:
         update = decode_tensors(plaintext)
     except CodecError as exc:

@@ -81,10 +81,14 @@ class TaskSession:
             return self.task.initial_model_hash
         model_hash = ledger.round_model(self.task_id, round_ - 1)
         if model_hash is None:
-            raise VerificationError(f"task {self.task_id}: round {round_ - 1} has no finalised model on chain")
+            raise VerificationError(
+                f"task {self.task_id}: round {round_ - 1} has no finalised model on chain"
+            )
         return model_hash
 
-    def load_model(self, store: BlobStore, sealer: Sealer, model_hash: bytes, round_: int) -> dict[str, np.ndarray]:
+    def load_model(
+        self, store: BlobStore, sealer: Sealer, model_hash: bytes, round_: int
+    ) -> dict[str, np.ndarray]:
         """Fetch, verify (the store checks the hash), decrypt and decode the model of ``round_``."""
         cached = self._models.get(model_hash)
         if cached is not None:
@@ -110,7 +114,9 @@ def open_session(
     task = ledger.task(task_id)
     contract = ledger.deployment.training_task
     wrapped = ledger.wrapped_key(task_id, member.address)
-    key = sealer.unwrap_key(wrapped, member, context=key_wrap_context(ledger.chain_id, contract, task.spec_hash))
+    key = sealer.unwrap_key(
+        wrapped, member, context=key_wrap_context(ledger.chain_id, contract, task.spec_hash)
+    )
     spec_blob = store.get(task.spec_hash)
     spec_ctx = task_blob_context(ledger.chain_id, contract, 0, 0, KIND_SPEC)
     spec = TaskSpec.from_bytes(sealer.open(key, spec_blob, spec_ctx))

@@ -217,7 +217,9 @@ class InMemoryLedger:
         if record.votes[key] == info.quorum:
             record.model = model_hash
             record.included = included
-            self._emit("RoundFinalized", taskId=task_id, round=round_, modelHash=model_hash, included=included)
+            self._emit(
+                "RoundFinalized", taskId=task_id, round=round_, modelHash=model_hash, included=included
+            )
             if round_ == info.num_rounds:
                 self._phase = Phase.DONE
             else:

@@ -58,7 +58,7 @@ class SecuritySection(_Strict):
 
 class MemberSection(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    roles: list[RoleName] = Field(default_factory=lambda: ["trainer", "aggregator"])
+    roles: list[RoleName] = Field(default_factory=lambda: list[RoleName](["trainer", "aggregator"]))
     admin: bool = False
     drop_out_rounds: list[int] = Field(default_factory=list)
 
@@ -117,7 +117,9 @@ class RunConfig(_Strict):
         for member in self.members:
             bad = [r for r in member.drop_out_rounds if not 1 <= r <= self.task.rounds]
             if bad:
-                raise ValueError(f"members '{member.name}': drop_out_rounds {bad} outside 1..{self.task.rounds}")
+                raise ValueError(
+                    f"members '{member.name}': drop_out_rounds {bad} outside 1..{self.task.rounds}"
+                )
         return self
 
     @property

@@ -35,15 +35,20 @@ from fedledger.crypto import (
     to_hex,
 )
 from fedledger.errors import FedledgerError, KeystoreError, UsageError
-from fedledger.learning import Dataset, build_model, load_dataset, partition_dirichlet, partition_iid
-from fedledger.learning import state_to_numpy
+from fedledger.learning import (
+    Dataset,
+    build_model,
+    load_dataset,
+    partition_dirichlet,
+    partition_iid,
+    state_to_numpy,
+)
 from fedledger.ledger import Ledger
 from fedledger.ledger.chain import EmbeddedChain, EmbeddedProvider
 from fedledger.ledger.contracts import load_artifact
 from fedledger.ledger.types import LedgerEvent, Phase, TaskInfo, TaskParams
 from fedledger.protocol.actors import Actor, Aggregator, Trainer, Validator
 from fedledger.protocol.ports import AeadSealer, LedgerPort, PlaintextSealer, Sealer
-from fedledger.protocol.rounds import model_metadata
 from fedledger.protocol.session import (
     KIND_MODEL,
     KIND_SPEC,
@@ -53,9 +58,9 @@ from fedledger.protocol.session import (
     task_blob_context,
 )
 from fedledger.protocol.spec import TaskSpec
-from fedledger.protocol.timing import CATEGORIES, RoundTimer
+from fedledger.protocol.timing import RoundTimer
 from fedledger.sim.baseline import InMemoryLedger
-from fedledger.sim.config import ROLE_BITS, RunConfig, parse_config
+from fedledger.sim.config import RunConfig, parse_config
 from fedledger.sim.rundir import RunDirectory, write_atomic, write_json
 from fedledger.store import BlobStore, LocalBlobStore, MemoryBlobStore
 
@@ -254,7 +259,9 @@ class Simulation:
         spec_blob = sealer.seal(key, spec.to_bytes(), task_blob_context(chain_id, contract, 0, 0, KIND_SPEC))
         spec_hash = store.put(spec_blob)
         model = initial_model(spec)
-        plaintext = encode_tensors(model, metadata={"fedledger.round": "0", "fedledger.contract": contract.lower()})
+        plaintext = encode_tensors(
+            model, metadata={"fedledger.round": "0", "fedledger.contract": contract.lower()}
+        )
         model_blob = sealer.seal(
             key, plaintext, task_blob_context(chain_id, contract, 0, 0, KIND_MODEL), deterministic=True
         )
@@ -335,7 +342,9 @@ class Simulation:
                     Trainer(identity, ledger, store, sealer, timer, data=shards[m.name], device=config.device)
                 )
             if "aggregator" in m.roles:
-                runtime.actors.append(Aggregator(identity, ledger, store, sealer, timer, device=config.device))
+                runtime.actors.append(
+                    Aggregator(identity, ledger, store, sealer, timer, device=config.device)
+                )
             if "validator" in m.roles:
                 runtime.actors.append(
                     Validator(identity, ledger, store, sealer, timer, data=test, device=config.device)
@@ -628,7 +637,12 @@ def rounds_from_events(
         record["excluded"] = excluded
         record["sample_counts"] = samples.get(round_, {})
         record["committee_proposals"] = [
-            {"aggregator": p["aggregator"], "model_hash": p["model_hash"], "agreed": p in agreed, "tx": p["tx"]}
+            {
+                "aggregator": p["aggregator"],
+                "model_hash": p["model_hash"],
+                "agreed": p in agreed,
+                "tx": p["tx"],
+            }
             for p in proposals.get(round_, [])
         ]
         values = metrics.get(round_, [])

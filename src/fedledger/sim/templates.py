@@ -89,7 +89,9 @@ def demo_config(*, rounds: int = 10, members: int = 4) -> RunConfig:
             base["name"] = f"hospital-{_letter(index)}"
             base["admin"] = index < 3
             if index < 3:
-                base["roles"] = ["trainer", "aggregator", "validator"] if index == 0 else ["trainer", "aggregator"]
+                base["roles"] = (
+                    ["trainer", "aggregator", "validator"] if index == 0 else ["trainer", "aggregator"]
+                )
             else:
                 base["roles"] = ["trainer"]
             generated.append(base)
