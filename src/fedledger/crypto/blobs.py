@@ -12,11 +12,11 @@ Two keys are derived from the task key with HKDF-SHA256, one to encrypt and one 
 nonces, so the nonce MAC and the cipher never share key material.
 
 Performance: sealing is on the hot path of every round (serialise + hash + encrypt of each update), and
-on this kind of machine the cost of a large blob is dominated by touching fresh memory, not by AES (which
-runs at several GB/s with AES-NI). So the output is written exactly once, straight into the ``bytes``
-object that is returned: no ``header + ciphertext`` concatenation, no zero-filled staging buffer.
-The payload is fed to GCM in chunks, which also lifts the 2**31-1 byte per-call limit of ``AESGCM``:
-the bytes produced are identical to one-shot AES-GCM.
+for a large blob the cost is dominated by touching fresh memory, not by AES (several GB/s with AES-NI).
+So the output is written exactly once, straight into the ``bytes`` object that is returned (no
+``header + ciphertext`` concatenation, no zero-filled staging buffer), and on Linux that buffer asks for
+transparent huge pages. The payload is fed to GCM in chunks, which also lifts the 2**31-1 byte per-call
+limit of ``AESGCM``; the bytes produced are identical to one-shot AES-GCM.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import re
 import struct
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -118,6 +119,56 @@ def _subkey(key: TaskKey, info: bytes) -> bytes:
 
 # --- output buffers -------------------------------------------------------------------------------------
 
+# Our own prototype (not ctypes.pythonapi's shared attribute, whose argtypes other code may set).
+_PyBytes_FromStringAndSize = (
+    ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_ssize_t)(
+        ("PyBytes_FromStringAndSize", ctypes.pythonapi)
+    )
+    if sys.implementation.name == "cpython"
+    else None
+)
+
+
+def _huge_page_size() -> int:
+    """The transparent huge page size if the kernel grants them only on request (``madvise``), else 0."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    thp = Path("/sys/kernel/mm/transparent_hugepage")
+    try:
+        if "[madvise]" not in (thp / "enabled").read_text():
+            return 0  # "always": every large mapping already gets them; "never": asking is pointless
+        return int((thp / "hpage_pmd_size").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+_HUGE_PAGE = _huge_page_size()
+_MADV_HUGEPAGE = 14  # <asm-generic/mman-common.h>
+_madvise = None
+if _HUGE_PAGE:
+    try:
+        _madvise = ctypes.CDLL(None, use_errno=True).madvise
+        _madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        _madvise.restype = ctypes.c_int
+    except (OSError, AttributeError):
+        _madvise = None
+
+
+def _advise_huge_pages(address: int, size: int) -> None:
+    """Ask for huge pages under a large, not yet touched output buffer (best effort, Linux only).
+
+    Under a hypervisor each 4 KiB page fault and TLB miss is expensive; backing a fresh 400 MB blob with
+    2 MiB pages roughly doubles seal and open throughput here. Only whole huge pages strictly inside the
+    buffer are advised, and a refusal changes nothing but speed.
+    """
+    if _madvise is None or size < 4 * _HUGE_PAGE:
+        return
+    start = -(-address // _HUGE_PAGE) * _HUGE_PAGE
+    end = (address + size) // _HUGE_PAGE * _HUGE_PAGE
+    if end > start:
+        _madvise(start, end - start, _MADV_HUGEPAGE)
+
+
 def _uninitialised_bytes(size: int) -> tuple[bytes, memoryview] | None:
     """Return a new, unfilled ``bytes`` of ``size`` and a writable view of it, or None if unsupported.
 
@@ -125,15 +176,13 @@ def _uninitialised_bytes(size: int) -> tuple[bytes, memoryview] | None:
     before anyone else sees it; it saves a zero-fill and a full copy of every large blob. Sizes 0 and 1
     are shared singletons and must never be written, so they take the fallback.
     """
-    if sys.implementation.name != "cpython" or size < 2:
+    if _PyBytes_FromStringAndSize is None or size < 2:
         return None
-    new = ctypes.pythonapi.PyBytes_FromStringAndSize
-    new.restype = ctypes.py_object
-    new.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
-    out = new(None, size)
+    out = _PyBytes_FromStringAndSize(None, size)
     assert type(out) is bytes and len(out) == size
     address = ctypes.cast(ctypes.c_char_p(out), ctypes.c_void_p).value
     assert address is not None
+    _advise_huge_pages(address, size)
     return out, memoryview((ctypes.c_char * size).from_address(address)).cast("B")
 
 
@@ -160,7 +209,6 @@ class _OutputBuffer:
             return self._bytes
         assert self._array is not None
         return bytes(self._array)
-
 
 
 # --- seal / open ----------------------------------------------------------------------------------------
