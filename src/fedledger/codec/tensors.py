@@ -16,6 +16,7 @@ views into the payload, so nothing is allocated beyond the header's parse, bound
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -49,6 +50,7 @@ _TAG_BY_KIND: dict[tuple[str, int], str] = {(dt.kind, dt.itemsize): tag for tag,
 _LAYOUT_RANK = {"BOOL": 0, "U8": 1, "I8": 2, "F16": 3, "I32": 4, "F32": 5, "F64": 6, "I64": 7}
 
 #: Largest JSON header accepted (~100k tensors); bounds the memory a hostile header can make us spend.
+MAX_HEADER_DEPTH = 3
 MAX_HEADER_BYTES = 8 * 1024 * 1024
 _MAX_NDIM = 32
 _METADATA_KEY = "__metadata__"
@@ -112,6 +114,24 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_OPENERS = frozenset(b"[{")
+_CLOSERS = frozenset(b"]}")
+
+
+def _nesting_depth(raw: bytes) -> int:
+    """Deepest bracket nesting outside JSON strings, found without recursion.
+
+    Checked before ``json.loads`` because the C JSON scanner recurses per level: a header of a few
+    hundred thousand brackets can exhaust the C stack of a worker thread and kill the process.
+    """
+    brackets = np.frombuffer(_JSON_STRING.sub(b'""', raw), dtype=np.uint8)
+    steps = np.zeros(brackets.shape, dtype=np.int64)
+    steps[np.isin(brackets, list(_OPENERS))] = 1
+    steps[np.isin(brackets, list(_CLOSERS))] = -1
+    return int(np.cumsum(steps).max()) if steps.size else 0
+
+
 def _is_index(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -133,6 +153,11 @@ def _parse_header(data: bytes | bytearray | memoryview) -> tuple[int, dict[str, 
     raw = bytes(data[8 : 8 + header_len])
     if raw[:1] != b"{":
         raise CodecError("not a safetensors payload: header is not a JSON object")
+    depth = _nesting_depth(raw)
+    if depth > MAX_HEADER_DEPTH:
+        raise CodecError(
+            f"not a safetensors payload: header nests {depth} levels deep (a valid one nests {MAX_HEADER_DEPTH})"
+        )
     try:
         text = raw.decode("utf-8")
         header = json.loads(text, object_pairs_hook=_reject_duplicates)
