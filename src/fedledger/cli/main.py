@@ -322,6 +322,9 @@ def chain_serve(
     _guard(action)
 
 
+# --- commands defined in other modules register here (one import + one add_typer/command line each) ---
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()
