@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -69,6 +70,11 @@ class Actor(ABC):
     def name(self) -> str:
         return self.identity.name
 
+    def now(self) -> int:
+        """Chain time, never behind the wall clock: on a node that mines only on demand (anvil) the
+        latest block can be old, while the next block, which the contract judges, is stamped now."""
+        return max(self.ledger.now(), int(time.time()))
+
     @abstractmethod
     def step(self, task_id: int) -> bool:
         """Do at most one piece of work the chain's current state calls for; True if something was done."""
@@ -112,7 +118,7 @@ class Trainer(Actor):
         index = session.participant_index(self.identity.address)
         if (state.submitted_mask >> index) & 1:
             return False
-        if self.ledger.now() > state.deadline:
+        if self.now() > state.deadline:
             return False
         if task_id not in self._registered:
             self._register_dataset(task_id)
@@ -167,6 +173,16 @@ class Trainer(Actor):
                 )
             except TransactionRevertedError as exc:
                 log.warning("%s: update for round %d not accepted: %s", self.name, round_, exc.reason)
+                return
+        log.info(
+            "%s: task %d round %d: submitted update %s (%d samples, loss %.4f)",
+            self.name,
+            session.task_id,
+            round_,
+            blob_hash.hex()[:12],
+            result.num_samples,
+            result.mean_loss,
+        )
 
 
 class Aggregator(Actor):
@@ -186,7 +202,7 @@ class Aggregator(Actor):
             if self.ledger.proposal_of(task_id, round_, me) is not None:
                 return False
         if state.phase == Phase.TRAINING:
-            if self.ledger.now() <= state.deadline:
+            if self.now() <= state.deadline:
                 return False
             if state.num_submitted < session.task.min_updates:
                 with self.timer.measure(round_, "ledger"):
@@ -221,6 +237,15 @@ class Aggregator(Actor):
             except TransactionRevertedError as exc:
                 log.warning("%s: proposal for round %d not accepted: %s", self.name, round_, exc.reason)
                 return False
+        log.info(
+            "%s: task %d round %d: proposed model %s (%d included, %d excluded)",
+            self.name,
+            task_id,
+            round_,
+            aggregate.model_hash.hex()[:12],
+            bin(aggregate.included).count("1"),
+            len(aggregate.exclusions),
+        )
         return True
 
 

@@ -18,15 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from web3 import Web3
 
 from fedledger.aggregation import ExclusionReason
-from fedledger.codec import encode_tensors
 from fedledger.crypto import (
     MemberIdentity,
-    TaskKey,
     content_address,
     load_keystore,
     new_identity,
@@ -37,26 +33,21 @@ from fedledger.crypto import (
 from fedledger.errors import FedledgerError, KeystoreError, UsageError
 from fedledger.learning import (
     Dataset,
-    build_model,
     load_dataset,
     partition_dirichlet,
     partition_iid,
-    state_to_numpy,
 )
 from fedledger.ledger import Ledger
 from fedledger.ledger.chain import EmbeddedChain, EmbeddedProvider
 from fedledger.ledger.contracts import load_artifact
-from fedledger.ledger.types import LedgerEvent, Phase, TaskInfo, TaskParams
+from fedledger.ledger.types import LedgerEvent, Phase, TaskInfo
 from fedledger.protocol.actors import Actor, Aggregator, Trainer, Validator
 from fedledger.protocol.ports import AeadSealer, LedgerPort, PlaintextSealer, Sealer
 from fedledger.protocol.session import (
-    KIND_MODEL,
-    KIND_SPEC,
     TaskSession,
-    key_wrap_context,
     open_session,
-    task_blob_context,
 )
+from fedledger.protocol.setup import RoundRules, prepare_task
 from fedledger.protocol.spec import TaskSpec
 from fedledger.protocol.timing import RoundTimer
 from fedledger.sim.baseline import InMemoryLedger
@@ -134,12 +125,6 @@ def task_spec(config: RunConfig, num_classes: int) -> TaskSpec:
         training=config.training,
         aggregation=config.aggregation,
     )
-
-
-def initial_model(spec: TaskSpec) -> dict[str, np.ndarray]:
-    """The round-0 model, seeded by the task so every run with the same seed starts alike."""
-    torch.manual_seed(spec.seed)
-    return state_to_numpy(build_model(spec.model.name, **spec.model.kwargs))
 
 
 class Simulation:
@@ -253,31 +238,22 @@ class Simulation:
         admins: list[MemberIdentity],
     ) -> int:
         """Seal spec and initial model, wrap the task key per member, and pass the M-of-N approval."""
-        contract = ledger.deployment.training_task
-        chain_id = ledger.chain_id
-        key = TaskKey.generate()
-        spec_blob = sealer.seal(key, spec.to_bytes(), task_blob_context(chain_id, contract, 0, 0, KIND_SPEC))
-        spec_hash = store.put(spec_blob)
-        model = initial_model(spec)
-        plaintext = encode_tensors(
-            model, metadata={"fedledger.round": "0", "fedledger.contract": contract.lower()}
-        )
-        model_blob = sealer.seal(
-            key, plaintext, task_blob_context(chain_id, contract, 0, 0, KIND_MODEL), deterministic=True
-        )
-        model_hash = store.put(model_blob)
-        context = key_wrap_context(chain_id, contract, spec_hash)
-        participants = [identities[m.name] for m in config.members]
-        params = TaskParams(
-            spec_hash=spec_hash,
-            initial_model_hash=model_hash,
-            num_rounds=config.task.rounds,
-            participants=tuple(p.address for p in participants),
-            wrapped_keys=tuple(sealer.wrap_key(key, p.enc_public_key, context=context) for p in participants),
-            committee_size=config.protocol.committee_size,
-            min_updates=config.min_updates,
-            quorum=config.protocol.quorum,
-            round_duration=config.protocol.round_duration,
+        params = prepare_task(
+            chain_id=ledger.chain_id,
+            contract=ledger.deployment.training_task,
+            store=store,
+            sealer=sealer,
+            spec=spec,
+            participants=[
+                (identities[m.name].address, identities[m.name].enc_public_key) for m in config.members
+            ],
+            rules=RoundRules(
+                num_rounds=config.task.rounds,
+                committee_size=config.protocol.committee_size,
+                min_updates=config.min_updates,
+                quorum=config.protocol.quorum,
+                round_duration=config.protocol.round_duration,
+            ),
         )
         assert isinstance(ledger, Ledger | InMemoryLedger)
         proposal = ledger.propose_task(admins[0].account, params)
