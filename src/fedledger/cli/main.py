@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedledger.errors import FedledgerError, UsageError
+from fedledger.cli.common import console, guard
+from fedledger.errors import UsageError
 
 app = typer.Typer(
     name="fedledger",
@@ -31,25 +30,7 @@ app = typer.Typer(
 chain_app = typer.Typer(help="The embedded chain of a run directory.", no_args_is_help=True)
 app.add_typer(chain_app, name="chain")
 
-console = Console()
-err_console = Console(stderr=True)
-
-T = TypeVar("T")
-
-
-def _guard(action: Callable[[], T]) -> T:
-    """Turn fedledger's own errors into one line and an exit code."""
-    try:
-        return action()
-    except FedledgerError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err_console.print(
-            "[yellow]interrupted[/]: the run directory keeps everything recorded so far; "
-            "`fedledger resume RUN_DIR` carries on"
-        )
-        raise typer.Exit(130) from None
+_guard = guard
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -290,13 +271,37 @@ def provenance(
     _guard(action)
 
 
+@chain_app.command("init")
+def chain_init(
+    chain_dir: Annotated[Path, typer.Argument(help="Directory for a new embedded chain.")],
+    fund: Annotated[list[str], typer.Option("--fund", help="Address to fund at genesis (repeat).")],
+    chain_id: Annotated[int, typer.Option("--chain-id", min=1)] = 1337,
+    balance_eth: Annotated[int, typer.Option("--balance-eth", min=1)] = 1_000_000,
+) -> None:
+    """Create an empty embedded chain whose genesis funds the given accounts (then `chain serve` it)."""
+
+    def action() -> None:
+        from eth_utils.address import is_address
+
+        from fedledger.ledger.chain import EmbeddedChain
+
+        bad = [a for a in fund if not is_address(a)]
+        if bad:
+            raise UsageError(f"--fund {bad[0]}: not an Ethereum address")
+        chain = EmbeddedChain.create(chain_dir, chain_id, {a: balance_eth * 10**18 for a in fund})
+        chain.close()
+        console.print(f"created chain {chain_id} in {chain_dir} funding {len(fund)} accounts", highlight=False)
+
+    _guard(action)
+
+
 @chain_app.command("serve")
 def chain_serve(
     run_dir: Annotated[Path, typer.Argument(help="Run directory whose chain to serve.")],
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8545,
     host: Annotated[str, typer.Option("--host", help="Interface; loopback by default.")] = "127.0.0.1",
 ) -> None:
-    """Serve a run's embedded chain as a standard Ethereum JSON-RPC endpoint."""
+    """Serve an embedded chain (a run directory's, or one made by `chain init`) as Ethereum JSON-RPC."""
 
     def action() -> None:
         from fedledger.ledger.chain import EmbeddedChain, serve_chain
@@ -323,6 +328,9 @@ def chain_serve(
 
 
 # --- commands defined in other modules register here (one import + one add_typer/command line each) ---
+from fedledger.cli import node_cmd  # noqa: E402
+
+node_cmd.register(app)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from fedledger.aggregation import (
 )
 from fedledger.codec import decode_tensors, encode_tensors
 from fedledger.crypto import content_address
-from fedledger.errors import BlobCorruptError, BlobNotFoundError, CodecError, DecryptionError, StoreError
+from fedledger.errors import BlobCorruptError, BlobNotFoundError, CodecError, DecryptionError
 from fedledger.ledger.types import Submission
 from fedledger.protocol.ports import Sealer
 from fedledger.protocol.session import TaskSession
@@ -103,8 +103,8 @@ def fetch_update(
         return None, Exclusion(member, ExclusionReason.BLOB_MISSING, "blob not in the store")
     except BlobCorruptError:
         return None, Exclusion(member, ExclusionReason.BLOB_CORRUPT, "stored bytes do not match the hash")
-    except StoreError as exc:
-        return None, Exclusion(member, ExclusionReason.BLOB_MISSING, f"store error: {exc}")
+    # Any other StoreError (store unreachable) propagates: a transient outage must delay the aggregate,
+    # not exclude an honest member.
     if len(blob) > session.spec.aggregation.max_blob_bytes:
         detail = f"{len(blob)} bytes > limit {session.spec.aggregation.max_blob_bytes}"
         return None, Exclusion(member, ExclusionReason.OVERSIZED, detail)
