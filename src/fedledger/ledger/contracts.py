@@ -58,17 +58,26 @@ def load_artifact(name: str) -> Artifact:
     return Artifact(abi=tuple(data["abi"]), bytecode=bytes.fromhex(data["bytecode"].removeprefix("0x")))
 
 
+# Paris (no PUSH0, MCOPY or transient storage): the bytecode then runs on every chain a consortium may
+# use, including geth 1.13's Clique and Besu's QBFT with older milestones, not only on Cancun chains.
+EVM_VERSION = "paris"
+
+
 def compile_source(name: str) -> dict[str, Any]:
     """Compile one source into the artifact's JSON form (needs the vyper package)."""
     import vyper
+    from vyper.compiler.settings import Settings
 
     source = source_path(name).read_text()
-    out = vyper.compile_code(source, output_formats=["abi", "bytecode"])
+    out = vyper.compile_code(
+        source, output_formats=["abi", "bytecode"], settings=Settings(evm_version=EVM_VERSION)
+    )
     return {
         "abi": out["abi"],
         "bytecode": out["bytecode"],
         "source_sha256": source_sha256(name),
         "vyper_version": vyper.__version__,
+        "evm_version": EVM_VERSION,
     }
 
 
