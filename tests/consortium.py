@@ -110,15 +110,22 @@ class Consortium:
         (self.root / "keys").mkdir(exist_ok=True)
         for name in MEMBERS:
             cli(
-                "member", "new", name,
-                "--keystore", str(self.root / "keys" / f"{name}.json"),
-                "--card", str(self.root / "keys" / f"{name}.card.json"),
-                "--password-file", str(self.password_file), "--light",
+                "member",
+                "new",
+                name,
+                "--keystore",
+                str(self.root / "keys" / f"{name}.json"),
+                "--card",
+                str(self.root / "keys" / f"{name}.card.json"),
+                "--password-file",
+                str(self.password_file),
+                "--light",
             )
 
     def addresses(self) -> dict[str, str]:
         return {
-            name: json.loads((self.root / "keys" / f"{name}.card.json").read_text())["address"] for name in MEMBERS
+            name: json.loads((self.root / "keys" / f"{name}.card.json").read_text())["address"]
+            for name in MEMBERS
         }
 
     def start_chain(self) -> None:
@@ -130,8 +137,12 @@ class Consortium:
             nonce = w3.eth.get_transaction_count(dev.address)
             for offset, address in enumerate(self.addresses().values()):
                 tx = {
-                    "to": address, "value": 10**21, "gas": 21000, "gasPrice": w3.eth.gas_price * 2,
-                    "nonce": nonce + offset, "chainId": w3.eth.chain_id,
+                    "to": address,
+                    "value": 10**21,
+                    "gas": 21000,
+                    "gasPrice": w3.eth.gas_price * 2,
+                    "nonce": nonce + offset,
+                    "chainId": w3.eth.chain_id,
                 }
                 w3.eth.send_raw_transaction(dev.sign_transaction(tx).raw_transaction)
             for address in self.addresses().values():
@@ -142,27 +153,54 @@ class Consortium:
             funds = [arg for address in self.addresses().values() for arg in ("--fund", address)]
             cli("chain", "init", str(self.root / "chain"), "--chain-id", "4242", *funds)
             process = self.spawn(
-                "chain", [str(FEDLEDGER), "chain", "serve", str(self.root / "chain"), "--port", str(self.rpc_port)]
+                "chain",
+                [str(FEDLEDGER), "chain", "serve", str(self.root / "chain"), "--port", str(self.rpc_port)],
             )
             wait_for_port(self.rpc_port, process)
 
     def deploy(self) -> None:
         members = [
-            arg for name, roles in MEMBERS.items() for arg in ("--member", f"{self.root / 'keys' / name}.card.json:{roles}")
+            arg
+            for name, roles in MEMBERS.items()
+            for arg in ("--member", f"{self.root / 'keys' / name}.card.json:{roles}")
         ]
         cli(
-            "consortium", "deploy", "--rpc", self.rpc, "--keystore", str(self.root / "keys" / "hospital-a.json"),
-            "--password-file", str(self.password_file), *members,
-            "--admin", "hospital-a", "--admin", "hospital-b", "--admin", "hospital-c", "--threshold", "2",
-            "--out", str(self.deployment),
+            "consortium",
+            "deploy",
+            "--rpc",
+            self.rpc,
+            "--keystore",
+            str(self.root / "keys" / "hospital-a.json"),
+            "--password-file",
+            str(self.password_file),
+            *members,
+            "--admin",
+            "hospital-a",
+            "--admin",
+            "hospital-b",
+            "--admin",
+            "hospital-c",
+            "--threshold",
+            "2",
+            "--out",
+            str(self.deployment),
         )
 
     def start_store(self) -> subprocess.Popen[bytes]:
         process = self.spawn(
             "store",
             [
-                str(FEDLEDGER), "store", "serve", "--dir", str(self.root / "blobs"), "--rpc", self.rpc,
-                "--deployment", str(self.deployment), "--port", str(self.store_port),
+                str(FEDLEDGER),
+                "store",
+                "serve",
+                "--dir",
+                str(self.root / "blobs"),
+                "--rpc",
+                self.rpc,
+                "--deployment",
+                str(self.deployment),
+                "--port",
+                str(self.store_port),
             ],
         )
         wait_for_port(self.store_port, process)
@@ -197,17 +235,37 @@ min_updates = 3
 round_duration = {round_duration}
 """
         )
-        common = ["--rpc", self.rpc, "--deployment", str(self.deployment), "--password-file", str(self.password_file)]
+        common = [
+            "--rpc",
+            self.rpc,
+            "--deployment",
+            str(self.deployment),
+            "--password-file",
+            str(self.password_file),
+        ]
         output = cli(
-            "task", "propose", "--config", str(config), "--store", self.store_url,
-            "--keystore", str(self.root / "keys" / "hospital-a.json"),
-            "--params-out", str(self.root / "task-params.json"), *common,
+            "task",
+            "propose",
+            "--config",
+            str(config),
+            "--store",
+            self.store_url,
+            "--keystore",
+            str(self.root / "keys" / "hospital-a.json"),
+            "--params-out",
+            str(self.root / "task-params.json"),
+            *common,
         )
         proposal = output.split("task proposal ", 1)[1].split(":", 1)[0]
         cli("member", "approve", proposal, "--keystore", str(self.root / "keys" / "hospital-b.json"), *common)
         output = cli(
-            "task", "create", "--params", str(self.root / "task-params.json"),
-            "--keystore", str(self.root / "keys" / "hospital-a.json"), *common,
+            "task",
+            "create",
+            "--params",
+            str(self.root / "task-params.json"),
+            "--keystore",
+            str(self.root / "keys" / "hospital-a.json"),
+            *common,
         )
         return int(output.strip().splitlines()[-1])
 
@@ -259,7 +317,9 @@ poll_seconds = 0.5
             try:
                 code = self.processes[name].wait(timeout=remaining)
             except subprocess.TimeoutExpired:
-                raise AssertionError(f"{name} did not finish in {timeout}s; log:\n{self.tail(name)}") from None
+                raise AssertionError(
+                    f"{name} did not finish in {timeout}s; log:\n{self.tail(name)}"
+                ) from None
             assert code == 0, f"{name} exited {code}; log:\n{self.tail(name)}"
 
     def tail(self, name: str, lines: int = 40) -> str:
@@ -269,7 +329,10 @@ poll_seconds = 0.5
         deployment = json.loads(self.deployment.read_text())
         result = subprocess.run(
             [str(CAST), "call", deployment["training_task"], signature, *args, "--rpc-url", self.rpc],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         return result.stdout.strip()
 

@@ -14,7 +14,6 @@ import pytest
 from web3 import Web3
 
 from consortium import CAST, MEMBERS, Consortium, cli
-
 from fedledger.ledger import Ledger
 from fedledger.ledger.types import Deployment, Phase
 
