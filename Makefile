@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
+ANVIL  := node_modules/.bin/anvil
+
 .PHONY: run test lint bench bench-chain bench-crypto data clean
 
 $(STAMP): pyproject.toml
@@ -24,7 +26,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
-test: lint
+# foundry's anvil and cast (a real Ethereum node for the consortium tests), pinned by package-lock.json
+$(ANVIL): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent || npm install --no-audit --no-fund --silent
+	test -x $(ANVIL)
+	touch $(ANVIL)
+
+test: lint $(ANVIL)
 	$(BIN)/pytest -q
 
 # Fashion-MNIST from Debian, for the benchmarks (tests make their own small IDX files).
