@@ -2,7 +2,7 @@
 
 Every rule of the round protocol and of governance has a transaction here that must revert with a
 specific reason, plus the positive paths (two full rounds with a dissenting aggregator, the deadline
-path, reopening). The chain is built in ONE helper, ``make_test_web3``, so the backend can be swapped.
+path, reopening). Every test runs on the embedded chain and on anvil (tests/chains.py).
 """
 
 from __future__ import annotations
@@ -14,33 +14,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pytest
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from chains import BACKENDS, advance_time, open_chain
 from fedledger.errors import LedgerError, TransactionRevertedError
 from fedledger.ledger import Deployment, Ledger, Phase, Role, TaskParams
 from fedledger.ledger.contracts import CONTRACT_NAMES, artifact_path, source_sha256
 
 ROUND_DURATION = 3600
 NUM_ACCOUNTS = 20
-
-
-def make_test_web3() -> tuple[Web3, list[LocalAccount]]:
-    """A fresh automining chain and its pre-funded accounts (the one place the backend is chosen)."""
-    from eth_tester import EthereumTester, PyEVMBackend
-    from web3 import EthereumTesterProvider
-
-    backend = PyEVMBackend(genesis_state=PyEVMBackend.generate_genesis_state(num_accounts=NUM_ACCOUNTS))
-    w3 = Web3(EthereumTesterProvider(EthereumTester(backend)))
-    accounts = [Account.from_key(k.to_bytes()) for k in backend.account_keys]
-    return w3, accounts
-
-
-def advance_time(w3: Web3, seconds: int) -> None:
-    """Move the chain clock forward (mines one block at the new time)."""
-    latest = int(w3.eth.get_block("latest")["timestamp"])
-    w3.provider.ethereum_tester.time_travel(latest + seconds)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -68,9 +51,10 @@ def h32(label: str) -> bytes:
     return hashlib.sha256(label.encode()).digest()
 
 
-@pytest.fixture(scope="module")
-def env() -> Env:
-    w3, accts = make_test_web3()
+@pytest.fixture(scope="module", params=BACKENDS)
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    w3, accts, stop = open_chain(request.param, tmp_path_factory.mktemp(request.param), NUM_ACCOUNTS)
+    request.addfinalizer(stop)
     admins, trainers, aggregators = accts[0:3], accts[3:6], accts[6:9]
     validator, outsider, spares = accts[9], accts[10], accts[11:]
     members: list[tuple[str, str, int, bytes]] = []
@@ -82,7 +66,7 @@ def env() -> Env:
         members.append((a.address, f"agg{i}", int(Role.AGGREGATOR), h32(f"key{a.address}")))
     members.append((validator.address, "validator", int(Role.VALIDATOR), h32(f"key{validator.address}")))
     ledger = Ledger.deploy(w3, admins[0], admins=[a.address for a in admins], threshold=2, members=members)
-    return Env(w3, ledger, admins, trainers, aggregators, validator, outsider, spares)
+    yield Env(w3, ledger, admins, trainers, aggregators, validator, outsider, spares)
 
 
 def make_params(
