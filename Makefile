@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
 ANVIL  := node_modules/.bin/anvil
 
-.PHONY: run test lint bench bench-chain bench-crypto data clean
+.PHONY: run test lint bench bench-chain bench-crypto data clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,12 @@ $(ANVIL): package.json package-lock.json
 	test -x $(ANVIL)
 	touch $(ANVIL)
 
-test: lint $(ANVIL)
+# Headless Chromium and its driver for the browser tests (Debian's packages; root, like `make data`).
+browser:
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
+test: lint $(ANVIL) browser
 	$(BIN)/pytest -q
 
 # Fashion-MNIST from Debian, for the benchmarks (tests make their own small IDX files).

@@ -93,23 +93,39 @@ def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
     console.print(table)
 
 
+ServeOption = Annotated[
+    int | None,
+    typer.Option("--serve", min=0, max=65535, help="Serve a live page on 127.0.0.1:PORT while the run trains."),
+]
+LingerOption = Annotated[
+    float | None,
+    typer.Option("--linger", min=0, help="With --serve: stop serving this many seconds after the run (default: Ctrl-C)."),
+]
+
+
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Run configuration (TOML); `fedledger init` writes one.")],
     out: Annotated[Path | None, typer.Option("--out", help="Run directory to create.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    serve: ServeOption = None,
+    linger: LingerOption = None,
 ) -> None:
     """Run a simulated consortium from a configuration file."""
 
     def action() -> None:
+        from fedledger.cli.report_cmd import serving
         from fedledger.sim.config import load_config
         from fedledger.sim.simulation import Simulation
 
         cfg = load_config(config)
         target = out or Path("runs") / cfg.task.name
-        sim = Simulation.create(cfg, target if cfg.security.enabled else out)
-        summary = _run_simulation(sim, quiet=quiet)
-        _print_summary(summary, target if cfg.security.enabled else None)
+        with serving(serve, linger) as live:
+            sim = Simulation.create(cfg, target if cfg.security.enabled else out)
+            live.follow(sim)
+            summary = _run_simulation(sim, quiet=quiet)
+            _print_summary(summary, target if cfg.security.enabled else None)
+            live.finished(target if cfg.security.enabled else None)
 
     _guard(action)
 
@@ -120,10 +136,13 @@ def demo(
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 10,
     members: Annotated[int, typer.Option("--members", min=2, max=64, help="Simulated hospitals.")] = 4,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    serve: ServeOption = None,
+    linger: LingerOption = None,
 ) -> None:
     """A ready consortium: hospitals training on breast-cancer data, secured end to end."""
 
     def action() -> None:
+        from fedledger.cli.report_cmd import serving
         from fedledger.sim.simulation import Simulation
         from fedledger.sim.templates import demo_config
 
@@ -132,12 +151,15 @@ def demo(
             f"demo: {members} hospitals, breast-cancer data (Dirichlet split), {rounds} rounds, "
             f"embedded chain in {out}/chain"
         )
-        sim = Simulation.create(cfg, out)
-        summary = _run_simulation(sim, quiet=quiet)
-        _print_summary(summary, out)
-        console.print(
-            f"next: [bold]fedledger audit {out}[/] and [bold]fedledger provenance {out}/model.safetensors {out}[/]"
-        )
+        with serving(serve, linger) as live:
+            sim = Simulation.create(cfg, out)
+            live.follow(sim)
+            summary = _run_simulation(sim, quiet=quiet)
+            _print_summary(summary, out)
+            console.print(
+                f"next: [bold]fedledger audit {out}[/] and [bold]fedledger provenance {out}/model.safetensors {out}[/]"
+            )
+            live.finished(out)
 
     _guard(action)
 
@@ -165,15 +187,21 @@ def init(
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="Run directory of an interrupted run.")],
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    serve: ServeOption = None,
+    linger: LingerOption = None,
 ) -> None:
     """Carry on an interrupted run from where its chain says the task stands."""
 
     def action() -> None:
+        from fedledger.cli.report_cmd import serving
         from fedledger.sim.simulation import Simulation
 
-        sim = Simulation.resume(run_dir)
-        summary = _run_simulation(sim, quiet=quiet)
-        _print_summary(summary, run_dir)
+        with serving(serve, linger) as live:
+            sim = Simulation.resume(run_dir)
+            live.follow(sim)
+            summary = _run_simulation(sim, quiet=quiet)
+            _print_summary(summary, run_dir)
+            live.finished(run_dir)
 
     _guard(action)
 
@@ -328,6 +356,13 @@ def chain_serve(
 
 
 # --- commands defined in other modules register here (one import + one add_typer/command line each) ---
+from fedledger.cli import report_cmd  # noqa: E402
+
+report_cmd.register(app)
+from fedledger.cli.store_cmd import store_app  # noqa: E402
+
+app.add_typer(store_app, name="store")
+
 from fedledger.cli import node_cmd  # noqa: E402
 
 node_cmd.register(app)
