@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
 ANVIL  := node_modules/.bin/anvil
 
-.PHONY: run test lint bench bench-chain bench-crypto data clean browser
+.PHONY: run test lint bench bench-poisoning bench-chain bench-crypto data clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ data:
 
 bench: $(STAMP) data
 	$(BIN)/python bench/bench_core.py
+
+bench-poisoning: $(STAMP) data
+	$(BIN)/python bench/bench_poisoning.py --json-out bench/results/poisoning.json
 
 bench-chain: $(STAMP)
 	$(BIN)/python bench/bench_chain.py

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from eth_abi.abi import decode as abi_decode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from web3 import Web3
 
 from fedledger.aggregation import ExclusionReason
@@ -29,6 +33,8 @@ from fedledger.errors import (
 )
 from fedledger.ledger import Ledger
 from fedledger.ledger.chain import EmbeddedChain, EmbeddedProvider
+from fedledger.ledger.chain.rpc_errors import RpcError
+from fedledger.ledger.contracts import load_artifact
 from fedledger.ledger.types import Phase
 from fedledger.protocol.ports import AeadSealer
 from fedledger.protocol.rounds import NothingToAggregateError, aggregate_round
@@ -263,9 +269,81 @@ def _audit(opened: OpenRun) -> AuditReport:
                     f"proposed {to_hex(bytes(event.args['modelHash']))}, finalised {to_hex(final_hash)}",
                 )
             )
+    _rejected_transactions(report, opened, events, task.task_id)
     if state.phase == Phase.DONE:
         _check_model_file(report, opened, session, store, task.num_rounds)
     return report
+
+
+def _abi_type(param: dict[str, Any]) -> str:
+    kind: str = param["type"]
+    if kind.startswith("tuple"):
+        inner = ",".join(_abi_type(c) for c in param["components"])
+        return f"({inner}){kind[len('tuple') :]}"
+    return kind
+
+
+@cache
+def _functions(contract: str) -> dict[bytes, tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """selector -> (function name, input names, input types) of one contract's ABI."""
+    table = {}
+    for item in load_artifact(contract).abi:
+        if item.get("type") != "function":
+            continue
+        types = tuple(_abi_type(p) for p in item["inputs"])
+        selector = keccak(text=f"{item['name']}({','.join(types)})")[:4]
+        table[selector] = (item["name"], tuple(p["name"] for p in item["inputs"]), types)
+    return table
+
+
+def _rejected_transactions(report: AuditReport, opened: OpenRun, events: list[Any], task_id: int) -> None:
+    """Every transaction to the contracts that reverted: who sent it, what it tried, in which round, why.
+
+    A reverted transaction changes no state, but it is mined, signed by its sender, and on record; the
+    reason comes from re-running it at its block, as a node would.
+    """
+    deployment = opened.ledger.deployment
+    contracts = {
+        deployment.training_task.lower(): "TrainingTask",
+        deployment.consortium.lower(): "Consortium",
+    }
+    opened_at = sorted(
+        (e.block_number, int(e.args["round"]))
+        for e in events
+        if e.name == "RoundOpened" and e.args.get("taskId") == task_id
+    )
+    chain = opened.chain
+    latest = int(chain.rpc("eth_blockNumber", []), 16)
+    for number in range(deployment.deploy_block, latest + 1):
+        for receipt in chain.rpc("eth_getBlockReceipts", [hex(number)]) or []:
+            contract = contracts.get(str(receipt.get("to") or "").lower())
+            if contract is None or int(receipt["status"], 16) == 1:
+                continue
+            tx = chain.rpc("eth_getTransactionByHash", [receipt["transactionHash"]])
+            data = bytes.fromhex(str(tx["input"]).removeprefix("0x"))
+            function, names, types = _functions(contract).get(data[:4], ("unknown function", (), ()))
+            args: dict[str, Any] = {}
+            with contextlib.suppress(Exception):  # a hostile sender may send undecodable calldata
+                args = dict(zip(names, abi_decode(list(types), data[4:]), strict=True))
+            if "taskId" in args and args["taskId"] != task_id:
+                continue
+            round_ = args.get("round")
+            if not isinstance(round_, int):
+                round_ = max((r for block, r in opened_at if block <= number), default=0)
+            try:
+                call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "gas": tx["gas"]}
+                chain.rpc("eth_call", [call, hex(number)])
+                reason = "out of gas" if receipt["gasUsed"] == tx["gas"] else "reverted (no reason)"
+            except RpcError as exc:
+                reason = exc.message.removeprefix("execution reverted").lstrip(": ") or "no reason given"
+            report.misbehaviour.append(
+                Misbehaviour(
+                    round_,
+                    opened.name(to_checksum_address(tx["from"])),
+                    "rejected transaction",
+                    f"{contract}.{function} reverted: {reason} (tx {receipt['transactionHash']})",
+                )
+            )
 
 
 def _check_blob(

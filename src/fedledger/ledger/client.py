@@ -10,6 +10,7 @@ instead of estimated.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import threading
 import time
@@ -455,10 +456,25 @@ def _hex(h: Any) -> str:
 
 
 def _b32(value: bytes, what: str) -> bytes:
+    # Only byte strings: bytes(n) of an int would allocate n zero bytes, bytes(str) would raise TypeError.
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise UsageError(f"{what} must be 32 bytes, got {type(value).__name__} {value!r:.60}")
     b = bytes(value)
     if len(b) != 32:
         raise UsageError(f"{what} must be 32 bytes, got {len(b)}")
     return b
+
+
+def _ints(values: Sequence[int], what: str) -> list[int]:
+    """A list of Python ints for an ABI array argument; anything else is a UsageError, not a TypeError."""
+    if isinstance(values, str | bytes | bytearray) or not isinstance(values, Sequence):
+        raise UsageError(f"{what} must be a sequence of integers, got {type(values).__name__}")
+    out: list[int] = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise UsageError(f"{what} must hold integers, got {type(value).__name__} {value!r:.60}")
+        out.append(int(value))
+    return out
 
 
 def _addr(value: str, what: str = "address") -> str:
@@ -830,8 +846,9 @@ class Ledger:
         label_histogram: Sequence[int],
         merkle_root: bytes,
     ) -> TxResult:
-        gas = GAS_LIMITS["registerDataset"] + GAS_PER_HISTOGRAM_BIN * len(label_histogram)
-        args = (task_id, num_samples, [int(c) for c in label_histogram], _b32(merkle_root, "merkle_root"))
+        histogram = _ints(label_histogram, "label_histogram")
+        gas = GAS_LIMITS["registerDataset"] + GAS_PER_HISTOGRAM_BIN * len(histogram)
+        args = (task_id, num_samples, histogram, _b32(merkle_root, "merkle_root"))
         return self._transact(sender, TRAINING_TASK, "registerDataset", args, gas)
 
     def submit_update(
@@ -849,8 +866,9 @@ class Ledger:
         included: int,
         reasons: Sequence[int],
     ) -> TxResult:
-        gas = GAS_LIMITS["proposeAggregate"] + GAS_PER_PARTICIPANT["proposeAggregate"] * len(reasons)
-        args = (task_id, round_, _b32(model_hash, "model_hash"), included, [int(r) for r in reasons])
+        codes = _ints(reasons, "reasons")
+        gas = GAS_LIMITS["proposeAggregate"] + GAS_PER_PARTICIPANT["proposeAggregate"] * len(codes)
+        args = (task_id, round_, _b32(model_hash, "model_hash"), included, codes)
         return self._transact(sender, TRAINING_TASK, "proposeAggregate", args, gas)
 
     def reopen_round(self, sender: LocalAccount, task_id: int) -> TxResult:
@@ -866,6 +884,15 @@ class Ledger:
         num_examples: int,
     ) -> TxResult:
         """Post a validator's evaluation; accuracy in [0, 1] and loss >= 0 go on chain in ppm."""
+        numbers_given: list[float] = []
+        for name, value in (("accuracy", accuracy), ("loss", loss)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise UsageError(f"{name} must be a number, got {type(value).__name__}")
+            try:
+                numbers_given.append(float(value))
+            except OverflowError:
+                raise UsageError(f"{name} out of range: {value!r:.40}") from None
+        accuracy, loss = numbers_given
         if not (math.isfinite(accuracy) and 0.0 <= accuracy <= 1.0):
             raise UsageError(f"accuracy must be in [0, 1], got {accuracy}")
         if not (math.isfinite(loss) and loss >= 0.0):

@@ -28,9 +28,9 @@ from fedledger.learning import (
     state_to_numpy,
     train_local,
 )
-from fedledger.ledger.types import Phase
+from fedledger.ledger.types import Phase, Submission
 from fedledger.protocol.ports import LedgerPort, Sealer
-from fedledger.protocol.rounds import NothingToAggregateError, aggregate_round
+from fedledger.protocol.rounds import NothingToAggregateError, RoundAggregate, aggregate_round
 from fedledger.protocol.session import TaskSession, open_session
 from fedledger.protocol.timing import RoundTimer
 from fedledger.store import BlobStore
@@ -93,7 +93,13 @@ class Actor(ABC):
 
 
 class Trainer(Actor):
-    """Trains on local data from the round's global model and commits one encrypted update."""
+    """Trains on local data from the round's global model and commits one encrypted update.
+
+    The work is split into small steps (``local_update``, ``encode_update``, ``seal_update``,
+    ``store_update``, ``submit``) so a simulation can play a hostile member by overriding one of them;
+    an honest member runs them unchanged. A transaction the contract refuses is recorded in
+    ``refused`` (by (task, round); round 0 is the dataset registration) and never retried in a loop.
+    """
 
     def __init__(
         self,
@@ -109,11 +115,18 @@ class Trainer(Actor):
         super().__init__(identity, ledger, store, sealer, timer, device=device)
         self.data = data
         self._registered: set[int] = set()
+        self.last_loss = float("nan")
+        #: (task id, round) -> revert reason of a transaction the contract refused.
+        self.refused: dict[tuple[int, int], str] = {}
 
     def step(self, task_id: int) -> bool:
+        if (task_id, 0) in self.refused:
+            return False
         session = self.session(task_id)
         state = self.ledger.task_state(task_id)
         if state.phase != Phase.TRAINING:
+            return False
+        if (task_id, state.round) in self.refused:
             return False
         index = session.participant_index(self.identity.address)
         if (state.submitted_mask >> index) & 1:
@@ -130,59 +143,92 @@ class Trainer(Actor):
         if self.ledger.dataset(task_id, self.identity.address) is None:
             fingerprint = dataset_fingerprint(self.data)
             with self.timer.measure(0, "ledger"):
-                self.ledger.register_dataset(
-                    self.identity.account,
-                    task_id,
-                    fingerprint.num_samples,
-                    list(fingerprint.label_histogram),
-                    fingerprint.merkle_root,
-                )
+                try:
+                    self.ledger.register_dataset(
+                        self.identity.account,
+                        task_id,
+                        fingerprint.num_samples,
+                        list(fingerprint.label_histogram),
+                        fingerprint.merkle_root,
+                    )
+                except TransactionRevertedError as exc:
+                    log.warning("%s: dataset registration not accepted: %s", self.name, exc.reason)
+                    self.refused[(task_id, 0)] = exc.reason
+                    return
         self._registered.add(task_id)
 
     def _train_and_submit(self, session: TaskSession, round_: int) -> None:
+        delta, num_samples = self.local_update(session, round_)
+        with self.timer.measure(round_, "crypto"):
+            blob = self.seal_update(session, round_, self.encode_update(delta))
+        with self.timer.measure(round_, "store"):
+            blob_hash = self.store_update(blob)
+        self.submit(session, round_, blob_hash, num_samples)
+
+    def train_config(self, session: TaskSession) -> TrainConfig:
+        training = session.spec.training
+        return TrainConfig(
+            epochs=training.epochs,
+            batch_size=training.batch_size,
+            lr=training.lr,
+            optimizer=training.optimizer,
+            momentum=training.momentum,
+            weight_decay=training.weight_decay,
+            fedprox_mu=training.fedprox_mu,
+            device=self.device,
+        )
+
+    def train_delta(
+        self, session: TaskSession, round_: int, data: Dataset, participant_index: int
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """Train on ``data`` from the round's global model, seeded by participant and round."""
         spec = session.spec
         global_state = self.global_model(session, round_)
         with self.timer.measure(round_, "train"):
             model = build_model(spec.model.name, **spec.model.kwargs)
             load_numpy_state(model, global_state)
-            config = TrainConfig(
-                epochs=spec.training.epochs,
-                batch_size=spec.training.batch_size,
-                lr=spec.training.lr,
-                optimizer=spec.training.optimizer,
-                momentum=spec.training.momentum,
-                weight_decay=spec.training.weight_decay,
-                fedprox_mu=spec.training.fedprox_mu,
-                device=self.device,
-            )
-            seed = derive_seed(spec.seed, session.participant_index(self.identity.address), round_)
-            result = train_local(model, self.data, config, seed=seed)
+            seed = derive_seed(spec.seed, participant_index, round_)
+            result = train_local(model, data, self.train_config(session), seed=seed)
+            self.last_loss = result.mean_loss
             local_state = state_to_numpy(model)
             delta = {name: local_state[name] - global_state[name] for name in sorted(global_state)}
-        with self.timer.measure(round_, "crypto"):
-            plaintext = encode_tensors(delta)
-            blob = self.sealer.seal(
-                session.key, plaintext, session.update_context(round_, self.identity.address)
-            )
-        with self.timer.measure(round_, "store"):
-            blob_hash = self.store.put(blob)
+        return delta, result.num_samples
+
+    def local_update(self, session: TaskSession, round_: int) -> tuple[dict[str, np.ndarray], int]:
+        """This member's model delta for ``round_`` and the sample count it commits."""
+        return self.train_delta(session, round_, self.data, session.participant_index(self.identity.address))
+
+    def encode_update(self, delta: dict[str, np.ndarray]) -> bytes:
+        return encode_tensors(delta)
+
+    def seal_update(self, session: TaskSession, round_: int, plaintext: bytes) -> bytes:
+        return self.sealer.seal(session.key, plaintext, session.update_context(round_, self.identity.address))
+
+    def store_update(self, blob: bytes) -> bytes:
+        """Write the sealed update to the store; always before its hash is committed on chain."""
+        return self.store.put(blob)
+
+    def submit(self, session: TaskSession, round_: int, blob_hash: bytes, num_samples: int) -> bool:
+        """Commit ``blob_hash`` for ``round_``; False (and recorded in ``refused``) if the contract refuses."""
         with self.timer.measure(round_, "ledger"):
             try:
                 self.ledger.submit_update(
-                    self.identity.account, session.task_id, round_, blob_hash, result.num_samples
+                    self.identity.account, session.task_id, round_, blob_hash, num_samples
                 )
             except TransactionRevertedError as exc:
                 log.warning("%s: update for round %d not accepted: %s", self.name, round_, exc.reason)
-                return
+                self.refused[(session.task_id, round_)] = exc.reason
+                return False
         log.info(
             "%s: task %d round %d: submitted update %s (%d samples, loss %.4f)",
             self.name,
             session.task_id,
             round_,
             blob_hash.hex()[:12],
-            result.num_samples,
-            result.mean_loss,
+            num_samples,
+            self.last_loss,
         )
+        return True
 
 
 class Aggregator(Actor):
@@ -216,9 +262,7 @@ class Aggregator(Actor):
             submissions = self.ledger.submissions(task_id, round_)
         with self.timer.measure(round_, "aggregate"):
             try:
-                aggregate = aggregate_round(
-                    session, self.store, self.sealer, round_, submissions, global_state
-                )
+                aggregate = self.aggregate(session, round_, submissions, global_state)
             except NothingToAggregateError as exc:
                 log.error("%s: %s", self.name, exc)
                 return False
@@ -247,6 +291,16 @@ class Aggregator(Actor):
             len(aggregate.exclusions),
         )
         return True
+
+    def aggregate(
+        self,
+        session: TaskSession,
+        round_: int,
+        submissions: list[Submission],
+        global_state: dict[str, np.ndarray],
+    ) -> RoundAggregate:
+        """The round's deterministic aggregate: every honest committee member computes the same bytes."""
+        return aggregate_round(session, self.store, self.sealer, round_, submissions, global_state)
 
 
 class Validator(Actor):

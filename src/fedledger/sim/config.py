@@ -5,7 +5,9 @@ Errors name the file and the dotted field, in one line, because the user fixes t
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -16,7 +18,10 @@ from fedledger.errors import ConfigError
 from fedledger.protocol.spec import AggregationSpec, ModelSpec, TrainingSpec
 
 RoleName = Literal["trainer", "aggregator", "validator"]
+#: Model-poisoning behaviours a simulated trainer can play (see ``fedledger.sim.adversary``).
+AttackName = Literal["sign_flip", "scale", "noise", "label_flip", "alie"]
 ROLE_BITS: dict[str, int] = {"trainer": 1, "aggregator": 2, "validator": 4}
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class _Strict(BaseModel):
@@ -61,6 +66,8 @@ class MemberSection(_Strict):
     roles: list[RoleName] = Field(default_factory=lambda: list[RoleName](["trainer", "aggregator"]))
     admin: bool = False
     drop_out_rounds: list[int] = Field(default_factory=list)
+    #: Simulation only: this member poisons its updates (``fedledger.sim.adversary``); never a real member.
+    attack: AttackName | None = None
 
     @property
     def role_bits(self) -> int:
@@ -115,6 +122,8 @@ class RunConfig(_Strict):
                 f"protocol.admin_threshold {self.protocol.admin_threshold} exceeds the {len(self.admins)} admins"
             )
         for member in self.members:
+            if member.attack is not None and "trainer" not in member.roles:
+                raise ValueError(f"members '{member.name}': attack needs the 'trainer' role")
             bad = [r for r in member.drop_out_rounds if not 1 <= r <= self.task.rounds]
             if bad:
                 raise ValueError(
@@ -148,7 +157,12 @@ def _field_path(loc: tuple[int | str, ...], config: dict[str, object]) -> str:
             name = None
             if isinstance(members, list) and item < len(members) and isinstance(members[item], dict):
                 name = members[item].get("name")
-            parts[-1] = f"members[{item}]" + (f" ('{name}')" if name else "")
+            label = ""
+            if isinstance(name, str) and name:
+                label = f" ('{name}')" if _PLAIN_KEY.fullmatch(name) else f" ({json.dumps(name)})"
+            parts[-1] = f"members[{item}]{label}"
+        elif isinstance(item, str) and not _PLAIN_KEY.fullmatch(item):
+            parts.append(json.dumps(item))  # quoted and escaped: an odd key never breaks the one-line message
         else:
             parts.append(str(item))
     return ".".join(parts)

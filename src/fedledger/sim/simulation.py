@@ -50,6 +50,7 @@ from fedledger.protocol.session import (
 from fedledger.protocol.setup import RoundRules, prepare_task
 from fedledger.protocol.spec import TaskSpec
 from fedledger.protocol.timing import RoundTimer
+from fedledger.sim.adversary import link_colluders, make_trainer
 from fedledger.sim.baseline import InMemoryLedger
 from fedledger.sim.config import RunConfig, parse_config
 from fedledger.sim.rundir import RunDirectory, write_atomic, write_json
@@ -315,7 +316,16 @@ class Simulation:
             runtime = MemberRuntime(identity, tuple(m.roles), frozenset(m.drop_out_rounds))
             if "trainer" in m.roles:
                 runtime.actors.append(
-                    Trainer(identity, ledger, store, sealer, timer, data=shards[m.name], device=config.device)
+                    make_trainer(
+                        m.attack,
+                        identity,
+                        ledger,
+                        store,
+                        sealer,
+                        timer,
+                        data=shards[m.name],
+                        device=config.device,
+                    )
                 )
             if "aggregator" in m.roles:
                 runtime.actors.append(
@@ -326,12 +336,14 @@ class Simulation:
                     Validator(identity, ledger, store, sealer, timer, data=test, device=config.device)
                 )
             members.append(runtime)
+        link_colluders([a for m in members for a in m.actors if isinstance(a, Trainer)])
         return members
 
     @classmethod
     def resume(cls, root: Path) -> Simulation:
         """Reopen a run directory and carry on from where the chain says the task stands."""
         started = time.perf_counter()
+        cls._check_setup_completed(root)
         run = RunDirectory.open(root)
         try:
             raw = json.loads(run.config_file.read_text())
@@ -366,6 +378,20 @@ class Simulation:
             timer=timer,
             setup_seconds=time.perf_counter() - started,
         )
+
+    @staticmethod
+    def _check_setup_completed(root: Path) -> None:
+        """deployment.json is written last in set-up: without it (a crash during set-up) there is no task
+        to resume, only a half-made directory, and the clear thing to do is to start again."""
+        run = RunDirectory(root)
+        if not root.is_dir() or run.deployment_file.exists():
+            return
+        started = [p.name for p in (run.config_file, run.keys, run.blobs, run.chain, run.abi) if p.exists()]
+        if started:
+            raise UsageError(
+                f"{root}: setup did not complete (no deployment.json; found {', '.join(started)}); "
+                f"remove {root} and start again"
+            )
 
     @staticmethod
     def password_for(run: RunDirectory, password_file: Path | None = None) -> str:
