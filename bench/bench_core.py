@@ -87,6 +87,9 @@ def main() -> int:
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
+    from fedledger.runtime import tune_allocator
+
+    tune_allocator()  # as the fedledger command line does
 
     results: dict[str, Any] = {
         "workload": f"Fashion-MNIST, {args.members} members, Dirichlet 0.5, SmallCNN, 1 epoch, SGD lr 0.05, "

@@ -18,7 +18,6 @@ Prints a markdown table, then the JSON document.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import hashlib
 import json
 import os
@@ -132,13 +131,10 @@ def bench_size(megabytes: float, repeat: int, workdir: Path) -> dict[str, Any]:
 
 
 def tune_malloc() -> bool:
-    """Keep freed large blocks in glibc's heap for reuse (no munmap + page faults every round)."""
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(m_mmap_threshold, 1 << 30) and mallopt(m_trim_threshold, (1 << 31) - 1))
+    """The allocator setting the fedledger command line applies at start-up (fedledger.runtime)."""
+    from fedledger.runtime import tune_allocator
+
+    return tune_allocator()
 
 
 def environment() -> dict[str, Any]:

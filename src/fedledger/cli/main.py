@@ -369,6 +369,9 @@ node_cmd.register(app)
 
 
 def main() -> None:
+    from fedledger.runtime import tune_allocator
+
+    tune_allocator()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()
 
