@@ -8,116 +8,28 @@ exit; an unreachable node is retried with back-off first, since it may just be s
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from eth_utils.address import is_address, to_checksum_address
 
 from fedledger.cli.common import console, err_console, guard
-from fedledger.errors import LedgerError, UsageError
+from fedledger.errors import UsageError
 from fedledger.store.http import DEFAULT_MAX_BLOB_BYTES
 
 if TYPE_CHECKING:
-    from web3 import Web3
-
-    from fedledger.ledger import Deployment
     from fedledger.store.server import BlobServer
 
-__all__ = ["connect_chain", "load_deployment", "open_blob_server", "store_app", "tls_context"]
+__all__ = ["open_blob_server", "store_app", "tls_context"]
 
 store_app = typer.Typer(
     help="The blob server that holds a consortium's encrypted blobs.", no_args_is_help=True
 )
 
 DEFAULT_PORT = 8600
-CONNECT_ATTEMPTS = 5
-CONNECT_BACKOFF = 0.5
-
-
-def load_deployment(path: Path) -> Deployment:
-    """Read a deployment.json (as a run directory holds it); every problem is one UsageError line."""
-    from fedledger.ledger import Deployment
-
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{path}: deployment file not found") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"{path}: not a readable deployment JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"{path}: a deployment JSON must be an object")
-    try:
-        chain_id = int(raw["chain_id"])
-        deploy_block = int(raw.get("deploy_block", 0))
-        consortium, task = str(raw["consortium"]), str(raw["training_task"])
-    except KeyError as exc:
-        raise UsageError(f"{path}: missing field {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{path}: invalid field ({exc})") from None
-    for label, value in (("consortium", consortium), ("training_task", task)):
-        if not is_address(value):
-            raise UsageError(f"{path}: {label} is not an Ethereum address: {value!r}")
-    if chain_id <= 0:
-        raise UsageError(f"{path}: chain_id must be a positive integer")
-    return Deployment(
-        chain_id=chain_id,
-        consortium=to_checksum_address(consortium),
-        training_task=to_checksum_address(task),
-        deploy_block=deploy_block,
-    )
-
-
-def connect_chain(
-    url: str,
-    attempts: int = CONNECT_ATTEMPTS,
-    *,
-    backoff: float = CONNECT_BACKOFF,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Web3:
-    """Connect to the node at ``url``, retrying with back-off: a node that is starting up may come."""
-    from fedledger.ledger import connect_rpc
-
-    started = time.monotonic()
-    for attempt in range(1, attempts + 1):
-        try:
-            return connect_rpc(url, timeout=5)
-        except LedgerError as exc:
-            if attempt == attempts:
-                raise LedgerError(
-                    f"{exc} (gave up after {attempts} attempt{'s' if attempts > 1 else ''} "
-                    f"over {time.monotonic() - started:.0f} s)"
-                ) from None
-            sleep(backoff * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")
-
-
-def _check_deployment(w3: Web3, url: str, deployment: Deployment, source: Path) -> None:
-    """Refuse a deployment.json that does not describe contracts on this node."""
-    try:
-        chain_id = int(w3.eth.chain_id)
-        codes = {
-            label: bytes(w3.eth.get_code(to_checksum_address(address)))
-            for label, address in (
-                ("consortium", deployment.consortium),
-                ("training_task", deployment.training_task),
-            )
-        }
-    except Exception as exc:
-        raise LedgerError(f"cannot read the chain at {url}: {str(exc).strip()[:300]}") from None
-    if chain_id != deployment.chain_id:
-        raise UsageError(f"{source} is for chain {deployment.chain_id} but {url} serves chain {chain_id}")
-    for label, code in codes.items():
-        if not code:
-            raise UsageError(
-                f"{source}: no contract at {label} {getattr(deployment, label)} on chain {chain_id} at {url} "
-                "(the file belongs to another deployment)"
-            )
+CONNECT_ATTEMPTS = 5  # as fedledger.ledger.connect; kept here so --help needs no web3 import
 
 
 def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
@@ -151,6 +63,7 @@ def open_blob_server(
 ) -> BlobServer:
     """A blob server on ``directory`` that checks signers against the deployment's Consortium."""
     from fedledger.ledger import Ledger
+    from fedledger.ledger.connect import check_deployment, connect_chain, load_deployment
     from fedledger.store.local import LocalBlobStore
     from fedledger.store.server import BlobServer, sweep_temp_files
 
@@ -164,7 +77,7 @@ def open_blob_server(
     if not directory.is_dir():
         raise UsageError(f"{directory} is not a directory")
     w3 = connect_chain(rpc_url, connect_attempts)
-    _check_deployment(w3, rpc_url, deployment, deployment_path)
+    check_deployment(w3, rpc_url, deployment, deployment_path)
     ledger = Ledger(w3, deployment)
     ledger.threshold()  # one real call: fails here, not on the first request, if the ABI does not fit
 

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from web3 import Web3
 
 from fedledger.crypto import MemberIdentity, load_keystore, read_password
 from fedledger.errors import FedledgerError, LedgerError, StoreError, UsageError
 from fedledger.learning import Dataset, load_dataset, partition_dirichlet, partition_iid
 from fedledger.ledger import Ledger
-from fedledger.ledger.connect import connect_rpc
-from fedledger.ledger.types import Deployment, Phase, Role, TaskInfo
+from fedledger.ledger.connect import check_deployment, connect_chain, load_deployment
+from fedledger.ledger.types import Phase, Role, TaskInfo
 from fedledger.node.config import MemberNodeConfig
 from fedledger.protocol.actors import Actor, Aggregator, Trainer, Validator
 from fedledger.protocol.ports import AeadSealer
@@ -30,34 +27,11 @@ from fedledger.store import BlobStore, LocalBlobStore
 log = logging.getLogger(__name__)
 
 
-def load_deployment(path: Path) -> Deployment:
-    """deployment.json as written by ``fedledger consortium deploy`` or a simulation."""
-    try:
-        return Deployment.from_json(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{path}: deployment file not found") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{path}: not a fedledger deployment file ({exc})") from None
-
-
-def connect_ledger(rpc_url: str, deployment_file: Path, *, attempts: int = 5) -> Ledger:
-    """Connect, retrying while the node may still be starting; refuse a deployment of another chain."""
+def connect_ledger(rpc_url: str, deployment_file: Path) -> Ledger:
+    """Connect (retrying while the node may be starting) and refuse a deployment of another chain."""
     deployment = load_deployment(deployment_file)
-    delay = 0.5
-    for attempt in range(attempts):
-        try:
-            w3: Web3 = connect_rpc(rpc_url)
-            break
-        except LedgerError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-    chain_id = w3.eth.chain_id
-    if chain_id != deployment.chain_id:
-        raise UsageError(
-            f"{deployment_file} is for chain {deployment.chain_id} but {rpc_url} serves chain {chain_id}"
-        )
+    w3 = connect_chain(rpc_url)
+    check_deployment(w3, rpc_url, deployment, deployment_file)
     return Ledger(w3, deployment)
 
 
