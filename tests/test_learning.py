@@ -402,3 +402,41 @@ def test_merkle_rule() -> None:
     data = Dataset(np.array([[1.0, 2.0]], np.float32), np.array([1], np.int64), 2, "one")
     record = np.array([1.0, 2.0], "<f4").tobytes() + (1).to_bytes(8, "little")
     assert dataset_fingerprint(data).merkle_root == h(b"\x00" + record)
+
+
+def test_small_cnn_pools_before_relu_and_computes_the_same_function() -> None:
+    torch.manual_seed(1)
+    model = build_model("cnn")
+    kinds = [type(m).__name__ for m in model.features]  # type: ignore[union-attr]
+    assert kinds == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU"]
+    conv1, conv2 = model.features[0], model.features[3]  # type: ignore[index]
+    reference = torch.nn.Sequential(
+        conv1, torch.nn.ReLU(), torch.nn.MaxPool2d(2), conv2, torch.nn.ReLU(), torch.nn.MaxPool2d(2)
+    )
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(model.features(x), reference(x), atol=1e-6)  # type: ignore[operator]
+
+
+def test_image_training_runs_channels_last_and_state_stays_c_ordered() -> None:
+    rng = np.random.default_rng(3)
+    data = Dataset(rng.random((64, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 64), 10, "img")
+    model = build_model("cnn")
+    train_local(model, data, TrainConfig(epochs=1), seed=0)
+    conv = model.features[3].weight  # type: ignore[index]
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    state = state_to_numpy(model)
+    assert all(v.flags.c_contiguous for v in state.values())
+    # NCHW input still works on the channels-last model
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_training_without_rng_isolation_gives_the_same_weights(breast_cancer: tuple[Dataset, Dataset]) -> None:
+    train, _ = breast_cancer
+    results = []
+    for isolate in (True, False):
+        torch.manual_seed(0)
+        model = _mlp()
+        train_local(model, train, TrainConfig(epochs=1), seed=11, isolate_rng=isolate)
+        results.append(state_to_numpy(model))
+    assert all(np.array_equal(results[0][k], results[1][k]) for k in results[0])

@@ -12,8 +12,10 @@ import hashlib
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import numpy as np
+from torch import nn
 
 from fedledger.codec import encode_tensors
 from fedledger.crypto import MemberIdentity
@@ -21,6 +23,7 @@ from fedledger.errors import TransactionRevertedError
 from fedledger.learning import (
     Dataset,
     TrainConfig,
+    TrainResult,
     build_model,
     dataset_fingerprint,
     evaluate,
@@ -33,9 +36,17 @@ from fedledger.protocol.ports import LedgerPort, Sealer
 from fedledger.protocol.rounds import NothingToAggregateError, RoundAggregate, aggregate_round
 from fedledger.protocol.session import TaskSession, open_session
 from fedledger.protocol.timing import RoundTimer
+from fedledger.protocol.training import InlineTraining, LocalTraining, draws_random_numbers
 from fedledger.store import BlobStore
 
 log = logging.getLogger(__name__)
+
+_TrainJob = Callable[[], tuple[dict[str, np.ndarray], TrainResult]]
+
+
+def _job_key(session: TaskSession, round_: int, data: Dataset, participant_index: int) -> tuple[int, ...]:
+    """What determines a local training job: task, round (so the global model), member and data."""
+    return (session.task_id, round_, participant_index, id(data))
 
 
 def derive_seed(task_seed: int, participant_index: int, round_: int) -> int:
@@ -99,7 +110,13 @@ class Trainer(Actor):
     ``store_update``, ``submit``) so a simulation can play a hostile member by overriding one of them;
     an honest member runs them unchanged. A transaction the contract refuses is recorded in
     ``refused`` (by (task, round); round 0 is the dataset registration) and never retried in a loop.
+
+    Local training runs on ``training``: inline by default; a simulation passes a shared
+    :class:`ParallelTraining` and calls :meth:`prefetch` on every trainer before their turns.
     """
+
+    #: Whether this trainer's update starts from training on its own data (so it is worth prefetching).
+    trains_own_data = True
 
     def __init__(
         self,
@@ -111,33 +128,57 @@ class Trainer(Actor):
         *,
         data: Dataset,
         device: str = "cpu",
+        training: LocalTraining | None = None,
     ) -> None:
         super().__init__(identity, ledger, store, sealer, timer, device=device)
         self.data = data
+        self.training = training or InlineTraining()
         self._registered: set[int] = set()
         self.last_loss = float("nan")
         #: (task id, round) -> revert reason of a transaction the contract refused.
         self.refused: dict[tuple[int, int], str] = {}
 
-    def step(self, task_id: int) -> bool:
+    def _due_round(self, task_id: int) -> tuple[TaskSession, int] | None:
+        """The session and round this trainer should train for now, or None if it has nothing to do."""
         if (task_id, 0) in self.refused:
-            return False
+            return None
         session = self.session(task_id)
         state = self.ledger.task_state(task_id)
         if state.phase != Phase.TRAINING:
-            return False
+            return None
         if (task_id, state.round) in self.refused:
-            return False
+            return None
         index = session.participant_index(self.identity.address)
         if (state.submitted_mask >> index) & 1:
-            return False
+            return None
         if self.now() > state.deadline:
+            return None
+        return session, state.round
+
+    def step(self, task_id: int) -> bool:
+        due = self._due_round(task_id)
+        if due is None:
             return False
         if task_id not in self._registered:
             self._register_dataset(task_id)
             return True
-        self._train_and_submit(session, state.round)
+        self._train_and_submit(*due)
         return True
+
+    def prefetch(self, task_id: int) -> None:
+        """Start this round's local training on ``training`` if this trainer is due to train."""
+        if not self.trains_own_data:
+            return
+        due = self._due_round(task_id)
+        if due is None:
+            return
+        session, round_ = due
+        index = session.participant_index(self.identity.address)
+        if self.training.started(_job_key(session, round_, self.data, index)):
+            return
+        key, job = self._training_job(session, round_, self.data, index)
+        if job is not None:
+            self.training.prefetch(key, job)
 
     def _register_dataset(self, task_id: int) -> None:
         if self.ledger.dataset(task_id, self.identity.address) is None:
@@ -182,17 +223,52 @@ class Trainer(Actor):
         self, session: TaskSession, round_: int, data: Dataset, participant_index: int
     ) -> tuple[dict[str, np.ndarray], int]:
         """Train on ``data`` from the round's global model, seeded by participant and round."""
-        spec = session.spec
         global_state = self.global_model(session, round_)
         with self.timer.measure(round_, "train"):
-            model = build_model(spec.model.name, **spec.model.kwargs)
-            load_numpy_state(model, global_state)
-            seed = derive_seed(spec.seed, participant_index, round_)
-            result = train_local(model, data, self.train_config(session), seed=seed)
+            # A prefetched job's result if there is one; else train here, with the RNG isolated.
+            local_state, result = self.training.run(
+                _job_key(session, round_, data, participant_index),
+                lambda: self._train(session, round_, data, participant_index, isolate_rng=True),
+            )
             self.last_loss = result.mean_loss
-            local_state = state_to_numpy(model)
             delta = {name: local_state[name] - global_state[name] for name in sorted(global_state)}
         return delta, result.num_samples
+
+    def _training_job(
+        self, session: TaskSession, round_: int, data: Dataset, participant_index: int
+    ) -> tuple[tuple[int, ...], _TrainJob | None]:
+        """The job key and a job safe to run on any thread (None if the model draws random numbers)."""
+        key = _job_key(session, round_, data, participant_index)
+        model = self._build(session, round_)  # here: building draws the initial weights from the RNG
+        if draws_random_numbers(model):
+            return key, None
+
+        def job() -> tuple[dict[str, np.ndarray], TrainResult]:
+            return self._train(session, round_, data, participant_index, isolate_rng=False, model=model)
+
+        return key, job
+
+    def _build(self, session: TaskSession, round_: int) -> nn.Module:
+        spec = session.spec
+        model = build_model(spec.model.name, **spec.model.kwargs)
+        load_numpy_state(model, self.global_model(session, round_))
+        return model
+
+    def _train(
+        self,
+        session: TaskSession,
+        round_: int,
+        data: Dataset,
+        participant_index: int,
+        *,
+        isolate_rng: bool,
+        model: nn.Module | None = None,
+    ) -> tuple[dict[str, np.ndarray], TrainResult]:
+        if model is None:
+            model = self._build(session, round_)
+        seed = derive_seed(session.spec.seed, participant_index, round_)
+        result = train_local(model, data, self.train_config(session), seed=seed, isolate_rng=isolate_rng)
+        return state_to_numpy(model), result
 
     def local_update(self, session: TaskSession, round_: int) -> tuple[dict[str, np.ndarray], int]:
         """This member's model delta for ``round_`` and the sample count it commits."""

@@ -37,6 +37,7 @@ from fedledger.protocol.ports import LedgerPort, Sealer
 from fedledger.protocol.rounds import RoundAggregate, model_metadata
 from fedledger.protocol.session import TaskSession
 from fedledger.protocol.timing import RoundTimer
+from fedledger.protocol.training import LocalTraining
 from fedledger.store import BlobStore, LocalBlobStore, MemoryBlobStore
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class ScaleTrainer(Trainer):
 
 class NoiseTrainer(Trainer):
     """Does not train: submits Gaussian noise N(0, NOISE_STD^2) of the model's shape, seeded per round."""
+
+    trains_own_data = False
 
     def local_update(self, session: TaskSession, round_: int) -> tuple[Update, int]:
         reference = self.global_model(session, round_)
@@ -148,6 +151,8 @@ class AlieCollusion:
 class AlieTrainer(Trainer):
     """A member of an :class:`AlieCollusion`: submits the group's crafted update."""
 
+    trains_own_data = False  # the collusion trains every colluder's data in the first one's turn
+
     collusion: AlieCollusion
 
     def local_update(self, session: TaskSession, round_: int) -> tuple[Update, int]:
@@ -173,10 +178,11 @@ def make_trainer(
     *,
     data: Dataset,
     device: str,
+    training: LocalTraining | None = None,
 ) -> Trainer:
     """An honest :class:`Trainer` (``attack=None``) or the poisoning trainer ``attack`` names."""
     cls = Trainer if attack is None else _POISONERS[attack]
-    return cls(identity, ledger, store, sealer, timer, data=data, device=device)
+    return cls(identity, ledger, store, sealer, timer, data=data, device=device, training=training)
 
 
 def link_colluders(trainers: list[Trainer]) -> None:

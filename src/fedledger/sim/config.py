@@ -89,6 +89,8 @@ class RunConfig(_Strict):
     chain: ChainSection = Field(default_factory=ChainSection)
     security: SecuritySection = Field(default_factory=SecuritySection)
     device: str = "cpu"
+    #: Trainers whose local training runs at once, one torch thread each (0: one per CPU; 1: in turn).
+    train_workers: int = Field(default=0, ge=0, le=256)
     members: list[MemberSection] = Field(min_length=1)
 
     @model_validator(mode="after")

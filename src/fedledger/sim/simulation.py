@@ -50,6 +50,7 @@ from fedledger.protocol.session import (
 from fedledger.protocol.setup import RoundRules, prepare_task
 from fedledger.protocol.spec import TaskSpec
 from fedledger.protocol.timing import RoundTimer
+from fedledger.protocol.training import InlineTraining, LocalTraining, ParallelTraining
 from fedledger.sim.adversary import link_colluders, make_trainer
 from fedledger.sim.baseline import InMemoryLedger
 from fedledger.sim.config import RunConfig, parse_config
@@ -128,6 +129,13 @@ def task_spec(config: RunConfig, num_classes: int) -> TaskSpec:
     )
 
 
+def training_engine(config: RunConfig) -> LocalTraining:
+    """Where the simulated trainers' local training runs: ``train_workers`` threads, or inline if 1."""
+    if config.train_workers == 1:
+        return InlineTraining()
+    return ParallelTraining(config.train_workers)
+
+
 class Simulation:
     """A consortium in one process. Build with :meth:`create` or :meth:`resume`, then :meth:`run`."""
 
@@ -143,6 +151,7 @@ class Simulation:
         *,
         chain: EmbeddedChain | None = None,
         timer: RoundTimer,
+        training: LocalTraining,
         setup_seconds: float = 0.0,
     ) -> None:
         self.config = config
@@ -156,6 +165,8 @@ class Simulation:
         self.timer = timer
         self.setup_seconds = setup_seconds
         self.time_advanced = 0
+        self.training = training
+        self._prefetched: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -204,7 +215,8 @@ class Simulation:
         task_id = cls._create_task(config, ledger, store, sealer, spec, identities, admins)
         if run is not None:
             cls._write_deployment(run, config, ledger, identities, task_id)
-        members = cls._runtimes(config, identities, ledger, store, sealer, timer, shards, test)
+        training = training_engine(config)
+        members = cls._runtimes(config, identities, ledger, store, sealer, timer, training, shards, test)
         return cls(
             config,
             run,
@@ -215,6 +227,7 @@ class Simulation:
             task_id,
             chain=chain,
             timer=timer,
+            training=training,
             setup_seconds=time.perf_counter() - started,
         )
 
@@ -307,6 +320,7 @@ class Simulation:
         store: BlobStore,
         sealer: Sealer,
         timer: RoundTimer,
+        training: LocalTraining,
         shards: dict[str, Dataset],
         test: Dataset,
     ) -> list[MemberRuntime]:
@@ -325,6 +339,7 @@ class Simulation:
                         timer,
                         data=shards[m.name],
                         device=config.device,
+                        training=training,
                     )
                 )
             if "aggregator" in m.roles:
@@ -365,7 +380,10 @@ class Simulation:
         store = LocalBlobStore(run.blobs)
         timer = RoundTimer()
         shards, test = split_data(config)
-        members = cls._runtimes(config, identities, ledger, store, AeadSealer(), timer, shards, test)
+        training = training_engine(config)
+        members = cls._runtimes(
+            config, identities, ledger, store, AeadSealer(), timer, training, shards, test
+        )
         return cls(
             config,
             run,
@@ -376,6 +394,7 @@ class Simulation:
             task_id,
             chain=chain,
             timer=timer,
+            training=training,
             setup_seconds=time.perf_counter() - started,
         )
 
@@ -418,15 +437,44 @@ class Simulation:
             self.ledger.advance_time(seconds)
         self.time_advanced += seconds
 
+    def _offline(self, member: MemberRuntime) -> bool:
+        """Whether ``member`` drops out of the current round (its trainer does not act)."""
+        if not member.drop_out_rounds:
+            return False
+        state = self.ledger.task_state(self.task_id)
+        return state.phase != Phase.DONE and state.round in member.drop_out_rounds
+
+    def _prefetch(self) -> None:
+        """Start the local training of every trainer due to train, before any of them takes its turn.
+
+        Called before each trainer's turn, it does the work once per round: a round can open in the
+        middle of a sweep (when an aggregator's proposal finalises the previous one).
+        """
+        state = self.ledger.task_state(self.task_id)
+        if state.phase != Phase.TRAINING:
+            return
+        current = (self.task_id, state.round)
+        if current == self._prefetched:
+            return
+        self._prefetched = current
+        self.training.forget(lambda key: isinstance(key, tuple) and tuple(key[:2]) >= current)
+        for member in self.members:
+            if self._offline(member):
+                continue
+            for actor in member.actors:
+                if isinstance(actor, Trainer):
+                    actor.prefetch(self.task_id)
+
     def _sweep(self) -> bool:
         """Give every actor one turn; a member offline in the current round skips its trainer."""
         progressed = False
         for member in self.members:
             for actor in member.actors:
-                if isinstance(actor, Trainer) and member.drop_out_rounds:
-                    state = self.ledger.task_state(self.task_id)
-                    if state.phase != Phase.DONE and state.round in member.drop_out_rounds:
+                if isinstance(actor, Trainer):
+                    if self._offline(member):
                         continue
+                    if isinstance(self.training, ParallelTraining):
+                        self._prefetch()
                 if actor.step(self.task_id):
                     progressed = True
         return progressed
@@ -566,6 +614,7 @@ class Simulation:
         write_json(self.run_dir.summary_file, summary)
 
     def close(self) -> None:
+        self.training.close()
         if self.chain is not None:
             self.chain.close()
 
