@@ -43,6 +43,7 @@ from bench_core import workload
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from tutorial_loop import tutorial_train
 
 from fedledger.learning import SmallCNN, TrainConfig, evaluate, load_numpy_state, state_to_numpy, train_local
 from fedledger.ledger.contracts import load_artifact
@@ -352,7 +353,7 @@ def run_fedledger(members: int, rounds: int, data_path: str, secured: bool, tmp:
 # ---------------------------------------------------------------------------------------- Flower
 
 
-def run_flower(members: int, rounds: int, data_path: str, cpus_per_client: int) -> dict[str, Any]:
+def run_flower(members: int, rounds: int, data_path: str, loop: str, cpus_per_client: int) -> dict[str, Any]:
     # Ray workers import flower_app (and bench_core) from bench/ by reference.
     path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = str(BENCH_DIR) + (os.pathsep + path if path else "")
@@ -360,7 +361,12 @@ def run_flower(members: int, rounds: int, data_path: str, cpus_per_client: int) 
     from flwr.simulation import run_simulation
 
     settings = flower_app.FlowerSettings(
-        members=members, rounds=rounds, data_path=data_path, seed=SEED, threads_per_client=cpus_per_client
+        members=members,
+        rounds=rounds,
+        data_path=data_path,
+        seed=SEED,
+        threads_per_client=cpus_per_client,
+        client_loop=loop,
     )
     log = flower_app.ServerLog()
     run_simulation(
@@ -391,6 +397,7 @@ def run_flower(members: int, rounds: int, data_path: str, cpus_per_client: int) 
         "setup_seconds": evaluations[0]["t"],  # Ray start-up and the first evaluation
         "rounds_seconds": round(curve[-1]["t_evaluated"] - evaluations[0]["t"], 3),
         "cpus_per_client": cpus_per_client,
+        "client_loop": loop,
         "train_seconds_per_round": [round(log.train_seconds[r], 3) for r in sorted(log.train_seconds)],
         "curve": curve,
         "final_accuracy": curve[-1]["test_accuracy"],
@@ -409,26 +416,6 @@ def run_flower(members: int, rounds: int, data_path: str, cpus_per_client: int) 
 # ---------------------------------------------------------------------------------------- training probe
 
 
-def dataloader_epoch(model: torch.nn.Module, data: Any, seed: int) -> None:
-    """One local epoch the way Flower's PyTorch tutorial writes it: a DataLoader over a TensorDataset."""
-    from torch.utils.data import DataLoader, TensorDataset
-
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(
-        TensorDataset(torch.from_numpy(data.features), torch.from_numpy(data.labels)),
-        batch_size=32,
-        shuffle=True,
-        generator=generator,
-    )
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    criterion = torch.nn.CrossEntropyLoss()
-    model.train()
-    for images, labels in loader:
-        optimizer.zero_grad()
-        criterion(model(images), labels).backward()
-        optimizer.step()
-
-
 def run_training_probe(members: int, data_path: str) -> dict[str, Any]:
     """Seconds for one local epoch of every member, by how the epochs are scheduled and written."""
     import threading
@@ -445,7 +432,7 @@ def run_training_probe(members: int, data_path: str) -> dict[str, Any]:
 
     def tutorial_loop(indices: list[int]) -> None:
         for i in indices:
-            dataloader_epoch(SmallCNN(num_classes=10), shards[i], seed=i)
+            tutorial_train(SmallCNN(num_classes=10), shards[i], seed=i)
 
     everyone = list(range(len(shards)))
     results: dict[str, float] = {}
@@ -470,6 +457,7 @@ def run_training_probe(members: int, data_path: str) -> dict[str, Any]:
         timed("train_local, 2 at once x 1 thread", 1, fedledger_loop, parallel=2)
         timed("DataLoader loop, sequential, 2 threads", 2, tutorial_loop)
         timed("DataLoader loop, sequential, 1 thread", 1, tutorial_loop)
+        timed("DataLoader loop, 2 at once x 1 thread", 1, tutorial_loop, parallel=2)
     finally:
         torch.set_num_threads(default_threads)
     return {"members": len(shards), "samples": sum(len(s) for s in shards), "epoch_seconds": results}
@@ -495,23 +483,23 @@ def measure(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(doc: dict[str, Any]) -> str:
     systems: dict[str, Any] = doc["systems"]
+    flowers = [name for name in systems if name.startswith("flower")]
     lines = [
-        "| system | wall s | setup s | rounds s | final accuracy | wall / flower | wall / fedledger off | "
-        "sent per member per round | received per member per round |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| system | wall s | setup s | rounds s | final accuracy | "
+        + "".join(f"wall / {f} | " for f in flowers)
+        + "wall / fedledger off | sent per member per round | received per member per round |",
+        "| --- | ---: | ---: | ---: | ---: | " + "---: | " * len(flowers) + "---: | ---: | ---: |",
     ]
-    flower = doc.get("fastest_flower")
-    flower_wall = systems[flower]["wall_seconds"] if flower else None
     off_wall = systems["fedledger_off"]["wall_seconds"] if "fedledger_off" in systems else None
     for name, r in systems.items():
         traffic = r["traffic"].get("per_member_per_round")
         sent = f"{traffic['mean_sent'] / 1e3:.1f} kB" if traffic else "-"
         recv = f"{traffic['mean_received'] / 1e3:.1f} kB" if traffic else "-"
-        vs_flower = f"{r['wall_seconds'] / flower_wall:.3f}" if flower_wall else "-"
+        vs_flower = "".join(f"{r['wall_seconds'] / systems[f]['wall_seconds']:.3f} | " for f in flowers)
         vs_off = f"{r['wall_seconds'] / off_wall:.3f}" if off_wall else "-"
         lines.append(
             f"| {name} | {r['wall_seconds']:.1f} | {r['setup_seconds']:.1f} | {r['rounds_seconds']:.1f} | "
-            f"{r['final_accuracy']:.4f} | {vs_flower} | {vs_off} | {sent} | {recv} |"
+            f"{r['final_accuracy']:.4f} | {vs_flower}{vs_off} | {sent} | {recv} |"
         )
     probe = doc.get("training_probe")
     if probe:
@@ -562,7 +550,13 @@ def main() -> int:
         default="bare,fedledger_off,fedledger_secured,flower",
         help="also 'probe': time one local epoch by schedule (sequential/parallel, threads) and loop style",
     )
-    parser.add_argument("--flower-cpus", default="1,2", help="CPUs per Flower client actor to try")
+    parser.add_argument(
+        "--flower",
+        default="tutorial:2,train_local:1",
+        help="Flower configurations to run, LOOP:CPUS each: the client's local loop ('tutorial', the "
+        "quickstart's DataLoader loop, or 'train_local', fedledger's) and CPUs per client actor "
+        "(2 is Flower's default)",
+    )
     parser.add_argument("--json-out", type=Path, default=BENCH_DIR / "results" / "flower.json")
     parser.add_argument(
         "--from-json",
@@ -611,9 +605,13 @@ def main() -> int:
         doc["training_probe"] = run_training_probe(args.members, args.data)
         doc["training_probe"]["loadavg_after"] = load()
     if "flower" in chosen:
-        for cpus in (int(c) for c in args.flower_cpus.split(",")):
-            systems[f"flower_cpus{cpus}"] = measure(
-                f"flower_cpus{cpus}", functools.partial(run_flower, args.members, args.rounds, args.data, cpus)
+        for item in args.flower.split(","):
+            loop, _, cpus = item.partition(":")
+            if loop not in ("tutorial", "train_local") or not cpus.isdigit():
+                parser.error(f"--flower: expected LOOP:CPUS with LOOP tutorial or train_local, got {item!r}")
+            name = f"flower_{loop}_cpus{cpus}"
+            systems[name] = measure(
+                name, functools.partial(run_flower, args.members, args.rounds, args.data, loop, int(cpus))
             )
     finish(doc, args.json_out)
     return 0
@@ -626,15 +624,16 @@ def finish(doc: dict[str, Any], json_out: Path | None) -> None:
     if flowers:
         doc["fastest_flower"] = min(flowers, key=lambda name: systems[name]["wall_seconds"])
     ratios: dict[str, float] = {}
-    if flowers and "fedledger_secured" in systems:
-        fl = systems[doc["fastest_flower"]]
-        on = systems["fedledger_secured"]
-        ratios["secured_over_flower_wall"] = round(on["wall_seconds"] / fl["wall_seconds"], 4)
-        ratios["secured_minus_flower_accuracy_points"] = round(
-            100 * (on["final_accuracy"] - fl["final_accuracy"]), 3
-        )
-        if "bare" in systems:
-            ratios["bare_over_flower_wall"] = round(systems["bare"]["wall_seconds"] / fl["wall_seconds"], 4)
+    for flower in flowers:
+        fl = systems[flower]
+        for mine in ("fedledger_secured", "bare"):
+            if mine in systems:
+                on = systems[mine]
+                short = mine.removeprefix("fedledger_")
+                ratios[f"{short}_over_{flower}_wall"] = round(on["wall_seconds"] / fl["wall_seconds"], 4)
+                ratios[f"{short}_minus_{flower}_accuracy_points"] = round(
+                    100 * (on["final_accuracy"] - fl["final_accuracy"]), 3
+                )
     if "fedledger_secured" in systems and "fedledger_off" in systems:
         on, off = systems["fedledger_secured"], systems["fedledger_off"]
         ratios["secured_over_off_wall"] = round(on["wall_seconds"] / off["wall_seconds"], 4)

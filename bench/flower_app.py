@@ -4,10 +4,14 @@ This lives in its own importable module (``bench/`` is put on the Ray workers' `
 Ray pickles the apps by reference and each actor process keeps one copy of the data in ``_SHARDS``
 between rounds, as a real Flower client process would.
 
-Everything that decides the model is shared with fedledger: the split (``split_data`` on the same
-workload config as ``bench_core.py``), the initial model (``initial_model`` of the same task spec),
-the local loop (``train_local`` with the same hyper-parameters and the same per-member, per-round
-seed) and the evaluation (``evaluate`` on the same test set). Only the framework differs.
+Shared with fedledger: the split (``split_data`` on the same workload config as ``bench_core.py``),
+the model and initial weights (``initial_model`` of the same task spec), the hyper-parameters and the
+per-member, per-round seed, and the evaluation (``evaluate`` on the same test set). The client's local
+loop is one of two (``FlowerSettings.client_loop``):
+
+* ``tutorial``: what a Flower user writes, the quickstart template's DataLoader loop (``tutorial_loop``);
+* ``train_local``: fedledger's own loop (channels-last, batches gathered from tensors), so that only
+  the framework differs.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
+from tutorial_loop import tutorial_train
 
 from fedledger.learning import Dataset, SmallCNN, TrainConfig, evaluate, load_numpy_state, train_local
 from fedledger.protocol.actors import derive_seed
@@ -64,6 +69,7 @@ class FlowerSettings:
     batch_size: int = 32
     lr: float = 0.05
     threads_per_client: int = 1
+    client_loop: str = "train_local"  # or "tutorial"
 
 
 @dataclass
@@ -119,11 +125,18 @@ def build_client_app(settings: FlowerSettings) -> ClientApp:
         model = SmallCNN(num_classes=10)
         model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
         server_round = int(cast(int, msg.content.config_records["config"]["server-round"]))
-        result = train_local(model, data, config, seed=derive_seed(settings.seed, partition, server_round))
+        seed = derive_seed(settings.seed, partition, server_round)
+        if settings.client_loop == "tutorial":
+            num_samples, loss = tutorial_train(model, data, seed=seed, lr=settings.lr)
+        else:
+            result = train_local(model, data, config, seed=seed)
+            num_samples, loss = result.num_samples, result.mean_loss
+        # contiguous() gives NCHW tensors back whatever layout the loop trained in
+        state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
         content = RecordDict(
             {
-                "arrays": ArrayRecord(model.state_dict()),
-                "metrics": MetricRecord({"train_loss": result.mean_loss, "num-examples": result.num_samples}),
+                "arrays": ArrayRecord(state),
+                "metrics": MetricRecord({"train_loss": loss, "num-examples": num_samples}),
             }
         )
         return Message(content=content, reply_to=msg)

@@ -24,15 +24,15 @@ LABELS = {
     "bare": "bare PyTorch FedAvg loop (floor)",
     "fedledger_off": "fedledger, security off",
     "fedledger_secured": "fedledger, secured",
-    "flower_cpus1": "Flower 1.42 + Ray, 1 CPU per client",
-    "flower_cpus2": "Flower 1.42 + Ray, 2 CPUs per client (default)",
+    "flower_tutorial_cpus2": "Flower 1.42 + Ray as its quickstart writes it (DataLoader loop, 2 CPUs/client)",
+    "flower_train_local_cpus1": "Flower 1.42 + Ray with fedledger's train_local, 1 CPU/client",
 }
 STYLES: dict[str, dict[str, Any]] = {
     "bare": {"color": "0.5", "linestyle": ":"},
     "fedledger_off": {"color": "tab:blue", "linestyle": "--"},
     "fedledger_secured": {"color": "tab:blue", "linestyle": "-"},
-    "flower_cpus1": {"color": "tab:orange", "linestyle": "-"},
-    "flower_cpus2": {"color": "tab:orange", "linestyle": "--"},
+    "flower_tutorial_cpus2": {"color": "tab:orange", "linestyle": "-"},
+    "flower_train_local_cpus1": {"color": "tab:orange", "linestyle": "--"},
 }
 PARTS = ("crypto", "ledger", "store", "aggregate", "untimed")
 
@@ -146,7 +146,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--flower",
-        default=f"{BENCH_DIR / 'results' / 'flower.json'},{BENCH_DIR / 'results' / 'flower_cpus2.json'}",
+        default=f"{BENCH_DIR / 'results' / 'flower.json'}",
         help="comma-separated bench_flower.py JSON files; their systems are merged (missing files skipped)",
     )
     parser.add_argument("--scale", type=Path, default=BENCH_DIR / "results" / "scale.json")

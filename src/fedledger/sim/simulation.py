@@ -458,12 +458,16 @@ class Simulation:
             return
         self._prefetched = current
         self.training.forget(lambda key: isinstance(key, tuple) and tuple(key[:2]) >= current)
-        for member in self.members:
-            if self._offline(member):
-                continue
-            for actor in member.actors:
-                if isinstance(actor, Trainer):
-                    actor.prefetch(self.task_id)
+        due = [
+            actor
+            for member in self.members
+            if not self._offline(member)
+            for actor in member.actors
+            if isinstance(actor, Trainer)
+        ]
+        # Largest shard first: no big job is left to run alone at the end of the round.
+        for trainer in sorted(due, key=lambda t: len(t.data), reverse=True):
+            trainer.prefetch(self.task_id)
 
     def _sweep(self) -> bool:
         """Give every actor one turn; a member offline in the current round skips its trainer."""
