@@ -10,6 +10,8 @@ EXAMPLE_CONFIG = """\
 # fedledger run configuration.  Run it with:  fedledger run fedledger.toml --out runs/my-run
 # Every key is checked: a typo is an error, never a silent default.
 
+# train_workers = 0         # simulation: trainers training at once, one torch thread each (0: one per core; 1: in turn)
+
 [task]
 name = "breast-cancer-consortium"
 rounds = 10                 # federated rounds; the final model's hash ends up on chain
