@@ -356,8 +356,12 @@ def test_propose_aggregate_arguments_encode_or_give_a_usage_error(
         lambda: ledger.propose_aggregate(ACCOUNT, task_id, round_, model_hash, included, reasons), engine
     )
     if data is not None:
-        decoded = abi_decode(["uint256", "uint256", "bytes32", "uint256", "uint8[]"], data[4:])
-        assert decoded == (task_id, round_, model_hash, included, tuple(reasons))
+        # included goes as 256-bit words (at least one per 256 reasons), reasons as one byte each
+        task, rnd, model, words, codes = abi_decode(["uint256", "uint256", "bytes32", "uint256[]", "bytes"], data[4:])
+        assert (task, rnd, model) == (task_id, round_, model_hash)
+        assert sum(w << (256 * i) for i, w in enumerate(words)) == included
+        assert len(words) >= -(-len(reasons) // 256)
+        assert codes == bytes(reasons)
         assert engine.sent[-1][2] > 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 
@@ -44,14 +45,31 @@ def _free_port() -> int:
 def test_params_hash_matches_abi_encoding_and_normalises_addresses() -> None:
     p = _params()
     assert p.participants == (ADDR,)
+    batch = keccak(encode(["address[]", "bytes[]", "bytes32"], [[ADDR], [b"\x03" * 92], bytes(32)]))
     expected = keccak(
         encode(
-            ["bytes32", "bytes32", "uint256", "address[]", "bytes[]"] + ["uint256"] * 4,
-            [b"\x01" * 32, b"\x02" * 32, 3, [ADDR], [b"\x03" * 92], 1, 1, 1, 60],
+            ["bytes32", "bytes32", "uint256", "uint256", "bytes32"] + ["uint256"] * 4,
+            [b"\x01" * 32, b"\x02" * 32, 3, 1, batch, 1, 1, 1, 60],
         )
     )
     assert p.params_hash() == expected
     assert _params(num_rounds=4).params_hash() != expected
+
+
+def test_participant_batches_chain_every_participant_into_the_hash() -> None:
+    """Participants go on chain 128 per transaction; each batch commits to the next, so the params hash
+    (through the first batch) covers all of them."""
+    people = tuple(f"0x{i:040x}" for i in range(1, 301))
+    keys = tuple(bytes([i % 256]) * 92 for i in range(300))
+    p = _params(participants=people, wrapped_keys=keys)
+    batches = p.batches()
+    assert [(b.first, len(b.participants)) for b in batches] == [(0, 128), (128, 128), (256, 44)]
+    assert batches[-1].next_commitment == bytes(32)
+    for b, following in itertools.pairwise(batches):
+        assert b.next_commitment == following.commitment()
+    changed = _params(participants=people, wrapped_keys=(*keys[:299], b"\x00" * 92))
+    assert changed.params_hash() != p.params_hash()  # the last wrapped key is covered
+    assert p.abi_values()[3] == 300 and p.abi_values()[-1] == batches[1].commitment()
 
 
 def test_params_validation() -> None:
@@ -59,6 +77,11 @@ def test_params_validation() -> None:
         _params(spec_hash=b"\x01")
     with pytest.raises(UsageError, match="92 bytes"):
         _params(wrapped_keys=(b"\x00" * 93,))
+    with pytest.raises(UsageError, match="wrapped keys"):
+        _params(wrapped_keys=())
+    many = tuple(f"0x{i:040x}" for i in range(1, 1026))
+    with pytest.raises(UsageError, match="at most 1024 participants"):
+        _params(participants=many, wrapped_keys=(b"",) * 1025)
 
 
 def test_deployment_json_roundtrip_and_errors() -> None:
@@ -75,7 +98,7 @@ def test_abi_tables_cover_every_event_and_function() -> None:
     f = abi.fn("submitUpdate")
     assert f.selector == keccak(text="submitUpdate(uint256,uint256,bytes32,uint256)")[:4]
     assert abi.fn("getTask").output_types == (
-        "(bytes32,bytes32,uint256,uint256,uint256,uint256,uint256,uint256,address)",
+        "(bytes32,bytes32,uint256,uint256,uint256,uint256,uint256,uint256,address,uint256)",
     )
     with pytest.raises(UsageError, match="submitUpdate: invalid arguments"):
         f.encode(["one", 1, b"\x00" * 32, 1])

@@ -134,7 +134,7 @@ def run(
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Run directory to create.")] = Path("runs/demo"),
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 10,
-    members: Annotated[int, typer.Option("--members", min=2, max=64, help="Simulated hospitals.")] = 4,
+    members: Annotated[int, typer.Option("--members", min=2, max=1024, help="Simulated hospitals.")] = 4,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     serve: ServeOption = None,
     linger: LingerOption = None,

@@ -4,6 +4,10 @@
 @notice Who belongs to the consortium, with which roles and X25519 encryption key, and which training
         tasks the admins approved. Every change needs `threshold` distinct admin approvals, so no single
         admin can add a member or start a task alone.
+@dev    The founding members come in batches of at most MAX_BOOTSTRAP: the constructor takes the first
+        and a commitment to the rest, `bootstrap` (sent by anyone) the others, each accepted only if
+        keccak256(abi_encode(members, names, roles, encKeys, next)) equals the pending commitment. So
+        the whole founding set is fixed at deployment, and governance opens once the last batch is in.
 """
 
 # Roles bitmask.
@@ -92,6 +96,7 @@ threshold: public(uint256)
 taskApproved: public(HashMap[bytes32, bool])
 memberCount: public(uint256)
 proposalCount: public(uint256)
+bootstrapPending: public(bytes32)
 
 _admins: DynArray[address, MAX_ADMINS]
 _flags: HashMap[address, uint256]
@@ -110,6 +115,7 @@ def __init__(
     names: DynArray[String[64], MAX_BOOTSTRAP],
     roles: DynArray[uint8, MAX_BOOTSTRAP],
     encKeys: DynArray[bytes32, MAX_BOOTSTRAP],
+    bootstrapNext: bytes32,
 ):
     assert len(admins) >= 1, "no admins"
     assert threshold >= 1 and threshold <= len(admins), "bad threshold"
@@ -119,7 +125,33 @@ def __init__(
         self.isAdmin[a] = True
     self._admins = admins
     self.threshold = threshold
+    self._addFounders(members, names, roles, encKeys)
+    self.bootstrapPending = bootstrapNext
 
+
+@external
+def bootstrap(
+    members: DynArray[address, MAX_BOOTSTRAP],
+    names: DynArray[String[64], MAX_BOOTSTRAP],
+    roles: DynArray[uint8, MAX_BOOTSTRAP],
+    encKeys: DynArray[bytes32, MAX_BOOTSTRAP],
+    next: bytes32,
+):
+    """@notice Add the next batch of founding members committed at deployment."""
+    pending: bytes32 = self.bootstrapPending
+    assert pending != empty(bytes32), "bootstrap complete"
+    assert keccak256(abi_encode(members, names, roles, encKeys, next)) == pending, "batch not committed"
+    self.bootstrapPending = next
+    self._addFounders(members, names, roles, encKeys)
+
+
+@internal
+def _addFounders(
+    members: DynArray[address, MAX_BOOTSTRAP],
+    names: DynArray[String[64], MAX_BOOTSTRAP],
+    roles: DynArray[uint8, MAX_BOOTSTRAP],
+    encKeys: DynArray[bytes32, MAX_BOOTSTRAP],
+):
     n: uint256 = len(members)
     assert len(names) == n and len(roles) == n and len(encKeys) == n, "length mismatch"
     for i: uint256 in range(n, bound=MAX_BOOTSTRAP):
@@ -208,6 +240,7 @@ def propose(
 ) -> uint256:
     """@notice Create a proposal; the proposer's approval counts at once."""
     assert self.isAdmin[msg.sender], "not an admin"
+    assert self.bootstrapPending == empty(bytes32), "bootstrap incomplete"
     self._validate(kind, target, roles, encKey, paramsHash)
     pid: uint256 = self.proposalCount + 1
     self.proposalCount = pid

@@ -45,6 +45,8 @@ from fedledger.ledger.types import (
     TaskParams,
     TaskState,
     TxResult,
+    mask_of_words,
+    words_of,
 )
 
 __all__ = ["Ledger", "endpoint_of"]
@@ -56,19 +58,23 @@ PPM = 1_000_000
 
 # Fixed gas limits: generous multiples of what the functions use (see tests/test_contracts.py), so no
 # eth_estimateGas round trip is needed. Functions whose cost grows with the participant count add a
-# per-participant term.
+# per-participant term (for createTask and addParticipants: per participant of the batch sent).
 GAS_LIMITS: dict[str, int] = {
     "propose": 600_000,
     "approve": 500_000,
     "createTask": 800_000,
+    "addParticipants": 400_000,
     "registerDataset": 300_000,
     "submitUpdate": 250_000,
     "proposeAggregate": 400_000,
     "reopenRound": 150_000,
     "postMetrics": 200_000,
 }
-GAS_PER_PARTICIPANT: dict[str, int] = {"createTask": 250_000, "proposeAggregate": 4_000}
+GAS_PER_PARTICIPANT: dict[str, int] = {"createTask": 100_000, "addParticipants": 100_000, "proposeAggregate": 1_000}
 GAS_PER_HISTOGRAM_BIN = 1_500
+#: Founding members per Consortium deployment or bootstrap transaction (Consortium.vy MAX_BOOTSTRAP).
+BOOTSTRAP_BATCH = 64
+_BOOTSTRAP_TYPES = ["address[]", "string[]", "uint8[]", "bytes32[]", "bytes32"]
 
 _T = TypeVar("_T")
 
@@ -478,6 +484,20 @@ def _ints(values: Sequence[int], what: str) -> list[int]:
     return out
 
 
+def _codes(reasons: Sequence[int]) -> bytes:
+    """Exclusion reason codes as the contract takes them: one byte per participant."""
+    values = _ints(reasons, "reasons")
+    bad = next((v for v in values if not 0 <= v <= 255), None)
+    if bad is not None:
+        raise UsageError(f"reasons must be codes 0..255, got {bad}")
+    return bytes(values)
+
+
+def _word32(value: int) -> bytes:
+    """An indexed uint256 argument as its log topic."""
+    return int(value).to_bytes(32, "big")
+
+
 def _addr(value: str, what: str = "address") -> str:
     try:
         return to_checksum_address(value)
@@ -487,6 +507,28 @@ def _addr(value: str, what: str = "address") -> str:
 
 def _opt32(b: bytes) -> bytes | None:
     return None if b == ZERO32 else bytes(b)
+
+
+def _plain_args(args: dict[str, Any]) -> dict[str, Any]:
+    """Event arguments in the client's vocabulary: an ``included`` bitmap (256-bit words on chain) as
+    one int, bit i for participant i; ``reasons`` (one byte per participant on chain) as a tuple of ints."""
+    if isinstance(args.get("included"), tuple | list):
+        args["included"] = mask_of_words(args["included"])
+    if isinstance(args.get("reasons"), bytes | bytearray):
+        args["reasons"] = tuple(args["reasons"])
+    return args
+
+
+def _mask_words(mask: Any, count: int, what: str) -> list[int]:
+    """``mask`` as 256-bit words, at least ``count`` of them (more if it has higher bits set)."""
+    if isinstance(mask, bool) or not isinstance(mask, numbers.Integral) or int(mask) < 0:
+        raise UsageError(f"{what} must be a non-negative integer bitmap, got {type(mask).__name__} {mask!r:.60}")
+    mask = int(mask)
+    return words_of(mask, max(count, -(-mask.bit_length() // 256)))
+
+
+def _words_for(num_participants: int) -> int:
+    return -(-num_participants // 256)
 
 
 class Ledger:
@@ -531,19 +573,27 @@ class Ledger:
         members: Sequence[tuple[str, str, int, bytes]],
         receipt_timeout: float = 120.0,
     ) -> Ledger:
-        """Deploy a Consortium (bootstrapped with ``members``) and a TrainingTask bound to it."""
+        """Deploy a Consortium (bootstrapped with ``members``) and a TrainingTask bound to it.
+
+        Founding members beyond the first BOOTSTRAP_BATCH follow in ``bootstrap`` transactions, each
+        batch hash-chained to the next so the constructor commits to all of them.
+        """
         engine = _TxEngine(w3, receipt_timeout=receipt_timeout)
         consortium_abi = _abi(CONSORTIUM)
+        founders = [
+            (_addr(m[0], "member address"), m[1], int(m[2]), _b32(m[3], f"enc_key of {m[1]!r}")) for m in members
+        ]
+        batches = _bootstrap_batches(founders)
         args = (
             [_addr(a, "admin address") for a in admins],
             threshold,
-            [_addr(m[0], "member address") for m in members],
-            [m[1] for m in members],
-            [int(m[2]) for m in members],
-            [_b32(m[3], f"enc_key of {m[1]!r}") for m in members],
+            *batches[0],
         )
         c_receipt = _deploy_contract(engine, deployer, CONSORTIUM, consortium_abi.encode_constructor(args))
         consortium = to_checksum_address(c_receipt["contractAddress"])
+        bootstrap = consortium_abi.fn("bootstrap")
+        for batch in batches[1:]:
+            _send_estimated(engine, deployer, consortium, bootstrap.encode(batch), "bootstrap")
         t_receipt = _deploy_contract(
             engine, deployer, TRAINING_TASK, _abi(TRAINING_TASK).encode_constructor([consortium])
         )
@@ -617,7 +667,7 @@ class Ledger:
                 LedgerEvent(
                     contract=contract,
                     name=ev.name,
-                    args=ev.decode([bytes(t) for t in log["topics"]], bytes(log["data"])),
+                    args=_plain_args(ev.decode([bytes(t) for t in log["topics"]], bytes(log["data"]))),
                     block_number=int(log["blockNumber"]),
                     tx_hash=_hex(log["transactionHash"]),
                     log_index=int(log["logIndex"]),
@@ -709,7 +759,7 @@ class Ledger:
         cached = self._task_cache.get(task_id)
         if cached is not None:
             return cached
-        (spec, init, num_rounds, committee_size, min_updates, quorum, duration, num_trainers, creator) = (
+        (spec, init, num_rounds, committee_size, min_updates, quorum, duration, num_trainers, creator, n) = (
             self._call(TRAINING_TASK, "getTask", task_id)
         )
         info = TaskInfo(
@@ -725,9 +775,10 @@ class Ledger:
             round_duration=int(duration),
             num_trainers=int(num_trainers),
             creator=creator,
-            trainer_mask=int(self._call(TRAINING_TASK, "trainerMask", task_id)),
+            trainer_mask=mask_of_words(self._call(TRAINING_TASK, "trainerMask", task_id)),
         )
-        self._task_cache[task_id] = info
+        if len(info.participants) == int(n):  # cache only once every participant batch is in
+            self._task_cache[task_id] = info
         return info
 
     def task_state(self, task_id: int) -> TaskState:
@@ -738,34 +789,95 @@ class Ledger:
             phase=Phase(phase),
             opened_at=int(opened_at),
             deadline=int(deadline),
-            submitted_mask=int(mask),
+            submitted_mask=mask_of_words(mask),
             num_submitted=int(count),
         )
+
+    def pending_participants(self, task_id: int) -> bytes | None:
+        """The commitment of the participant batches not yet added to a task (None once all are in)."""
+        return _opt32(self._call(TRAINING_TASK, "pendingParticipants", task_id))
 
     def committee(self, task_id: int, round_: int) -> tuple[str, ...]:
         return tuple(self._call(TRAINING_TASK, "committee", task_id, round_))
 
     def submissions(self, task_id: int, round_: int) -> list[Submission]:
-        """Submissions of a round in participant order (the canonical aggregation order)."""
+        """Submissions of a round in participant order (the canonical aggregation order).
+
+        The blob hashes come from contract state; each sample count from the UpdateSubmitted event of
+        the same submission (the contract keeps it in the log only), read at the same block.
+        """
         participants = self.task(task_id).participants
-        rows = self._call(TRAINING_TASK, "roundSubmissions", task_id, round_)
-        return [
-            Submission(member=p, blob_hash=bytes(h), num_samples=int(n))
-            for p, (h, n) in zip(participants, rows, strict=True)
-            if h != ZERO32
-        ]
+        block = self.block_number()
+        f = self._abi[TRAINING_TASK].fn("roundSubmissions")
+        data = self._tx.call(
+            self._address[TRAINING_TASK],
+            f.encode((task_id, round_)),
+            "TrainingTask.roundSubmissions",
+            block=block,
+        )
+        hashes = f.decode(data)
+        committed = [(p, bytes(h)) for p, h in zip(participants, hashes, strict=False) if h != ZERO32]
+        if not committed:
+            return []
+        counts = self._submitted_counts(task_id, round_, None, block)
+        return [self._with_count(task_id, round_, p, h, counts) for p, h in committed]
 
     def submission(self, task_id: int, round_: int, member: str) -> Submission | None:
-        h, n = self._call(TRAINING_TASK, "submission", task_id, round_, _addr(member))
-        return (
-            None if h == ZERO32 else Submission(member=_addr(member), blob_hash=bytes(h), num_samples=int(n))
+        member = _addr(member)
+        block = self.block_number()
+        f = self._abi[TRAINING_TASK].fn("submission")
+        data = self._tx.call(
+            self._address[TRAINING_TASK],
+            f.encode((task_id, round_, member)),
+            "TrainingTask.submission",
+            block=block,
         )
+        h = bytes(f.decode(data))
+        if h == ZERO32:
+            return None
+        return self._with_count(task_id, round_, member, h, self._submitted_counts(task_id, round_, member, block))
+
+    def _submitted_counts(
+        self, task_id: int, round_: int, member: str | None, to_block: int
+    ) -> dict[str, tuple[bytes, int]]:
+        """member (lowercase) -> (blob hash, sample count) from the round's UpdateSubmitted events."""
+        topics: list[Any] = [_word32(task_id), _word32(round_)]
+        if member is not None:
+            topics.append(bytes(12) + bytes.fromhex(member[2:]))
+        out: dict[str, tuple[bytes, int]] = {}
+        for event in self._logs("UpdateSubmitted", topics, to_block):
+            out[str(event.args["member"]).lower()] = (bytes(event.args["blobHash"]), int(event.args["numSamples"]))
+        return out
+
+    @staticmethod
+    def _with_count(
+        task_id: int, round_: int, member: str, blob_hash: bytes, counts: dict[str, tuple[bytes, int]]
+    ) -> Submission:
+        logged = counts.get(member.lower())
+        if logged is None or logged[0] != blob_hash:
+            raise LedgerError(
+                f"task {task_id} round {round_}: the submission of {member} in contract state has no "
+                "matching UpdateSubmitted event"
+            )
+        return Submission(member=member, blob_hash=blob_hash, num_samples=logged[1])
+
+    def _logs(self, event: str, topics: Sequence[Any], to_block: int | str = "latest") -> list[LedgerEvent]:
+        """The TrainingTask's ``event`` logs whose indexed arguments match ``topics`` (after topic0)."""
+        topic0 = next(k for k, e in self._abi[TRAINING_TASK].events.items() if e.name == event)
+        flt: dict[str, Any] = {
+            "address": self._address[TRAINING_TASK],
+            "fromBlock": self.deployment.deploy_block,
+            "toBlock": to_block,
+            "topics": ["0x" + bytes(t).hex() for t in [topic0, *topics]],
+        }
+        logs = self._tx.rpc(f"eth_getLogs({event})", partial(self.w3.eth.get_logs, cast(Any, flt)))
+        return self._decode_logs(logs)
 
     def round_model(self, task_id: int, round_: int) -> bytes | None:
         return _opt32(self._call(TRAINING_TASK, "roundModel", task_id, round_))
 
     def round_included(self, task_id: int, round_: int) -> int:
-        return int(self._call(TRAINING_TASK, "roundIncluded", task_id, round_))
+        return mask_of_words(self._call(TRAINING_TASK, "roundIncluded", task_id, round_))
 
     def proposal_of(self, task_id: int, round_: int, aggregator: str) -> bytes | None:
         return _opt32(self._call(TRAINING_TASK, "proposalOf", task_id, round_, _addr(aggregator)))
@@ -774,7 +886,17 @@ class Ledger:
         return int(self._call(TRAINING_TASK, "votes", task_id, round_, _b32(key, "key")))
 
     def wrapped_key(self, task_id: int, member: str) -> bytes:
-        return bytes(self._call(TRAINING_TASK, "wrappedKey", task_id, _addr(member)))
+        """``member``'s wrapped task key, from the ParticipantsAdded event of its batch (b"" if none).
+
+        The contract emits a batch's keys only after checking the batch against the approved
+        parameters hash, so the log is as binding as storage would be (and ~90 KB cheaper at 1000).
+        """
+        want = _addr(member).lower()
+        for event in self._logs("ParticipantsAdded", [_word32(task_id)]):
+            for p, key in zip(event.args["participants"], event.args["wrappedKeys"], strict=True):
+                if str(p).lower() == want:
+                    return bytes(key)
+        return b""
 
     def dataset(self, task_id: int, member: str) -> tuple[int, bytes] | None:
         n, root = self._call(TRAINING_TASK, "dataset", task_id, _addr(member))
@@ -782,10 +904,10 @@ class Ledger:
 
     @staticmethod
     def proposal_key(model_hash: bytes, included: int, reasons: Sequence[int]) -> bytes:
-        """The vote key proposeAggregate counts: keccak256(abi.encode(modelHash, included, reasons))."""
-        return keccak(
-            abi_encode(["bytes32", "uint256", "uint8[]"], [bytes(model_hash), included, list(reasons)])
-        )
+        """The vote key proposeAggregate counts: keccak256(abi.encode(modelHash, included, reasons)),
+        with ``included`` as 256-bit words (one per 256 participants) and ``reasons`` one byte each."""
+        words = _mask_words(included, _words_for(len(reasons)), "included")
+        return keccak(abi_encode(["bytes32", "uint256[]", "bytes"], [bytes(model_hash), words, _codes(reasons)]))
 
     # -- events
 
@@ -855,9 +977,51 @@ class Ledger:
     # -- task writes
 
     def create_task(self, sender: LocalAccount, params: TaskParams) -> int:
-        gas = GAS_LIMITS["createTask"] + GAS_PER_PARTICIPANT["createTask"] * len(params.participants)
+        """Create the task, then add its remaining participant batches; round 1 opens with the last.
+
+        A batch after the first that the contract refuses leaves the task in phase SETUP (it cannot
+        run): so a repeated participant, which would make that certain, is refused here first.
+        """
+        batches = params.batches()
+        if len(batches) > 1:
+            seen: set[str] = set()
+            for p in params.participants:
+                if p.lower() in seen:
+                    raise UsageError(f"participant {p} appears twice in the task parameters")
+                seen.add(p.lower())
+        gas = GAS_LIMITS["createTask"] + GAS_PER_PARTICIPANT["createTask"] * len(batches[0].participants)
         result = self._transact(sender, TRAINING_TASK, "createTask", params.abi_values(), gas)
-        return int(self._event_arg(result, "TaskCreated", "taskId"))
+        task_id = int(self._event_arg(result, "TaskCreated", "taskId"))
+        for number, batch in enumerate(batches[1:], start=2):
+            try:
+                self.add_participants(
+                    sender, task_id, batch.participants, batch.wrapped_keys, batch.next_commitment
+                )
+            except TransactionRevertedError as e:
+                raise TransactionRevertedError(
+                    f"task {task_id} was created, but its participant batch {number} of {len(batches)} "
+                    f"was refused: {e.reason}; the task waits in SETUP for that batch (add_participants)",
+                    e.reason,
+                ) from e
+        return task_id
+
+    def add_participants(
+        self,
+        sender: LocalAccount,
+        task_id: int,
+        participants: Sequence[str],
+        wrapped_keys: Sequence[bytes],
+        next_commitment: bytes,
+    ) -> TxResult:
+        """Send one approved participant batch of a task being set up (``TaskParams.batches``)."""
+        gas = GAS_LIMITS["addParticipants"] + GAS_PER_PARTICIPANT["addParticipants"] * len(participants)
+        args = (
+            task_id,
+            [_addr(p, "participant") for p in participants],
+            [bytes(k) for k in wrapped_keys],
+            _b32(next_commitment, "next_commitment"),
+        )
+        return self._transact(sender, TRAINING_TASK, "addParticipants", args, gas)
 
     def register_dataset(
         self,
@@ -887,9 +1051,10 @@ class Ledger:
         included: int,
         reasons: Sequence[int],
     ) -> TxResult:
-        codes = _ints(reasons, "reasons")
+        codes = _codes(reasons)
+        words = _mask_words(included, _words_for(len(codes)), "included")
         gas = GAS_LIMITS["proposeAggregate"] + GAS_PER_PARTICIPANT["proposeAggregate"] * len(codes)
-        args = (task_id, round_, _b32(model_hash, "model_hash"), included, codes)
+        args = (task_id, round_, _b32(model_hash, "model_hash"), words, codes)
         return self._transact(sender, TRAINING_TASK, "proposeAggregate", args, gas)
 
     def reopen_round(self, sender: LocalAccount, task_id: int) -> TxResult:
@@ -927,6 +1092,37 @@ def round_ppm(x: float) -> int:
     return math.floor(x * PPM + 0.5)
 
 
+def _bootstrap_batches(founders: Sequence[tuple[str, str, int, bytes]]) -> list[tuple[Any, ...]]:
+    """Founding members as (members, names, roles, encKeys, next) batches, each committing to the rest."""
+    starts = list(range(0, len(founders), BOOTSTRAP_BATCH)) or [0]
+    out: list[tuple[Any, ...]] = []
+    following = ZERO32
+    for start in reversed(starts):
+        part = founders[start : start + BOOTSTRAP_BATCH]
+        batch = ([f[0] for f in part], [f[1] for f in part], [f[2] for f in part], [f[3] for f in part], following)
+        try:
+            following = keccak(abi_encode(_BOOTSTRAP_TYPES, list(batch)))
+        except (EncodingError, TypeError, ValueError, OverflowError) as e:
+            raise UsageError(f"founding members: invalid values: {e}") from e
+        out.append(batch)
+    return out[::-1]
+
+
+def _send_estimated(engine: _TxEngine, sender: LocalAccount, to: str | None, data: bytes, what: str) -> dict[str, Any]:
+    """Send with an estimated gas limit (+25%), for rare transactions whose cost varies a lot."""
+    tx: dict[str, Any] = {"from": sender.address, "data": data}
+    if to is not None:
+        tx["to"] = to
+    try:
+        estimate = engine.rpc(f"{what}: eth_estimateGas", lambda: engine.w3.eth.estimate_gas(cast(Any, tx)))
+    except LedgerError as e:
+        reason = _revert_reason(e.__cause__) if e.__cause__ is not None else None
+        if reason is None:
+            raise
+        raise TransactionRevertedError(f"{what} reverted: {reason}", reason) from e
+    return engine.send(sender, to, data, int(estimate * 1.25) + 50_000, what)
+
+
 @cache
 def _abi(name: str) -> _ContractAbi:
     return _ContractAbi(load_artifact(name).abi)
@@ -937,17 +1133,7 @@ def _deploy_contract(
 ) -> dict[str, Any]:
     """Deploy with an estimated gas limit (+25%): deployments are rare and their cost varies a lot."""
     data = load_artifact(name).bytecode + ctor_args
-    try:
-        estimate = engine.rpc(
-            f"deploy {name}: eth_estimateGas",
-            lambda: engine.w3.eth.estimate_gas(cast(Any, {"from": deployer.address, "data": data})),
-        )
-    except LedgerError as e:
-        reason = _revert_reason(e.__cause__) if e.__cause__ is not None else None
-        if reason is None:
-            raise
-        raise TransactionRevertedError(f"deploy {name} reverted: {reason}", reason) from e
-    receipt = engine.send(deployer, None, data, int(estimate * 1.25) + 50_000, f"deploy {name}")
+    receipt = _send_estimated(engine, deployer, None, data, f"deploy {name}")
     if not receipt.get("contractAddress"):
         raise LedgerError(f"deploy {name}: receipt has no contract address")
     return receipt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any
@@ -25,6 +26,7 @@ class Role(IntFlag):
 class Phase(IntEnum):
     """Phase of a task's current round (TrainingTask.vy)."""
 
+    SETUP = 0  # participant batches still being added; round 1 opens after the last one
     TRAINING = 1
     AGGREGATING = 2
     DONE = 3
@@ -63,17 +65,53 @@ class ProposalInfo:
     executed: bool
 
 
+#: Participants one task may have (TrainingTask.vy MAX_PARTICIPANTS).
+MAX_PARTICIPANTS = 1024
+#: Participants per createTask / addParticipants transaction (at most TrainingTask.vy MAX_BATCH).
+PARTICIPANT_BATCH = 128
+WRAPPED_KEY_MAX = 92
+ZERO32 = b"\x00" * 32
+
 _PARAMS_TYPES = (
     "bytes32",
     "bytes32",
     "uint256",
-    "address[]",
-    "bytes[]",
+    "uint256",
+    "bytes32",
     "uint256",
     "uint256",
     "uint256",
     "uint256",
 )
+_BATCH_TYPES = ("address[]", "bytes[]", "bytes32")
+
+
+@dataclass(frozen=True)
+class ParticipantBatch:
+    """One createTask / addParticipants slice of a task's participants, chained to the next by hash."""
+
+    first: int
+    participants: tuple[str, ...]
+    wrapped_keys: tuple[bytes, ...]
+    next_commitment: bytes  # commitment of the batches after this one (zero for the last)
+
+    def commitment(self) -> bytes:
+        """keccak256(abi.encode(participants, wrappedKeys, next)), what the contract checks."""
+        return keccak(
+            abi_encode(
+                list(_BATCH_TYPES), [list(self.participants), list(self.wrapped_keys), self.next_commitment]
+            )
+        )
+
+
+def words_of(mask: int, count: int) -> list[int]:
+    """A participant bitmap as ``count`` 256-bit words, least significant first (the contracts' form)."""
+    return [(mask >> (256 * w)) & (2**256 - 1) for w in range(count)]
+
+
+def mask_of_words(words: Sequence[int]) -> int:
+    """The inverse of :func:`words_of`: one Python int, bit i for participant i."""
+    return sum(int(w) << (256 * i) for i, w in enumerate(words))
 
 
 @dataclass(frozen=True)
@@ -97,26 +135,62 @@ class TaskParams:
         for label, h in (("spec_hash", self.spec_hash), ("initial_model_hash", self.initial_model_hash)):
             if len(h) != 32:
                 raise UsageError(f"TaskParams.{label} must be 32 bytes, got {len(h)}")
-        if any(len(k) > 92 for k in self.wrapped_keys):
-            raise UsageError("TaskParams.wrapped_keys entries must be at most 92 bytes")
+        if any(len(k) > WRAPPED_KEY_MAX for k in self.wrapped_keys):
+            raise UsageError(f"TaskParams.wrapped_keys entries must be at most {WRAPPED_KEY_MAX} bytes")
+        if len(self.wrapped_keys) != len(self.participants):
+            raise UsageError(
+                f"TaskParams has {len(self.participants)} participants but {len(self.wrapped_keys)} wrapped keys"
+            )
+        if len(self.participants) > MAX_PARTICIPANTS:
+            raise UsageError(
+                f"a task has at most {MAX_PARTICIPANTS} participants, got {len(self.participants)}"
+            )
+
+    def batches(self) -> list[ParticipantBatch]:
+        """The participants in PARTICIPANT_BATCH slices, each committing to the ones after it."""
+        n = len(self.participants)
+        starts = list(range(0, n, PARTICIPANT_BATCH)) or [0]
+        out: list[ParticipantBatch] = []
+        following = ZERO32
+        for start in reversed(starts):
+            end = start + PARTICIPANT_BATCH
+            batch = ParticipantBatch(start, self.participants[start:end], self.wrapped_keys[start:end], following)
+            following = batch.commitment()
+            out.append(batch)
+        return out[::-1]
 
     def abi_values(self) -> tuple[Any, ...]:
-        """Arguments of createTask, in order."""
+        """Arguments of createTask, in order (the first participant batch)."""
+        first = self.batches()[0]
         return (
             bytes(self.spec_hash),
             bytes(self.initial_model_hash),
             self.num_rounds,
-            list(self.participants),
-            list(self.wrapped_keys),
+            len(self.participants),
+            self.committee_size,
+            self.min_updates,
+            self.quorum,
+            self.round_duration,
+            list(first.participants),
+            list(first.wrapped_keys),
+            first.next_commitment,
+        )
+
+    def params_hash(self) -> bytes:
+        """keccak256(abi.encode(...)) exactly as TrainingTask.createTask computes it: the participants
+        and their wrapped keys enter through the commitment of the first batch, which chains the rest."""
+        values = (
+            bytes(self.spec_hash),
+            bytes(self.initial_model_hash),
+            self.num_rounds,
+            len(self.participants),
+            self.batches()[0].commitment(),
             self.committee_size,
             self.min_updates,
             self.quorum,
             self.round_duration,
         )
-
-    def params_hash(self) -> bytes:
-        """keccak256(abi.encode(...)) exactly as TrainingTask.createTask computes it."""
-        return keccak(abi_encode(list(_PARAMS_TYPES), list(self.abi_values())))
+        return keccak(abi_encode(list(_PARAMS_TYPES), list(values)))
 
 
 @dataclass(frozen=True)

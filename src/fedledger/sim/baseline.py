@@ -52,6 +52,7 @@ class InMemoryLedger:
         self._current = 1
         self._phase = Phase.TRAINING
         self._datasets: dict[str, tuple[int, bytes]] = {}
+        self._index: dict[str, int] = {}  # participant (lowercase) -> index
         self.tx_count = 0
 
     @property
@@ -93,7 +94,10 @@ class InMemoryLedger:
 
     def create_task(self, sender: LocalAccount, params: TaskParams) -> int:
         aggregators = tuple(p for p in params.participants if self._roles[p.lower()] & Role.AGGREGATOR)
-        trainers = sum(1 for p in params.participants if self._roles[p.lower()] & Role.TRAINER)
+        trainer_mask = sum(
+            1 << i for i, p in enumerate(params.participants) if self._roles[p.lower()] & Role.TRAINER
+        )
+        trainers = bin(trainer_mask).count("1")
         self._task = TaskInfo(
             task_id=1,
             spec_hash=params.spec_hash,
@@ -107,8 +111,10 @@ class InMemoryLedger:
             round_duration=params.round_duration,
             num_trainers=trainers,
             creator=sender.address,
+            trainer_mask=trainer_mask,
         )
         self._params = params
+        self._index = {p.lower(): i for i, p in enumerate(params.participants)}
         self._rounds[1] = _Round(opened_at=self.now())
         self._emit("TaskCreated", taskId=1)
         return 1
@@ -125,7 +131,7 @@ class InMemoryLedger:
         current = self._rounds[self._current]
         mask = 0
         for member in current.submissions:
-            mask |= 1 << [p.lower() for p in info.participants].index(member)
+            mask |= 1 << self._index[member]
         return TaskState(
             task_id=task_id,
             round=self._current,
@@ -156,10 +162,9 @@ class InMemoryLedger:
         return record.proposals.get(aggregator.lower()) if record else None
 
     def wrapped_key(self, task_id: int, member: str) -> bytes:
-        info = self._info()
+        self._info()
         assert self._params is not None
-        index = [p.lower() for p in info.participants].index(member.lower())
-        return self._params.wrapped_keys[index]
+        return self._params.wrapped_keys[self._index[member.lower()]]
 
     def dataset(self, task_id: int, member: str) -> tuple[int, bytes] | None:
         return self._datasets.get(member.lower())

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedledger.errors import ConfigError
+from fedledger.ledger.types import MAX_PARTICIPANTS
 from fedledger.protocol.spec import AggregationSpec, ModelSpec, TrainingSpec
 
 RoleName = Literal["trainer", "aggregator", "validator"]
@@ -99,8 +100,8 @@ class RunConfig(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"member names must be unique; repeated: {', '.join(duplicates)}")
-        if len(self.members) > 64:
-            raise ValueError("at most 64 members take part in one task")
+        if len(self.members) > MAX_PARTICIPANTS:
+            raise ValueError(f"at most {MAX_PARTICIPANTS} members take part in one task")
         trainers = self.trainers
         aggregators = [m for m in self.members if "aggregator" in m.roles]
         if not trainers:
