@@ -440,6 +440,8 @@ def test_participants_in_batches(env: Env) -> None:
         led.propose_aggregate(a0, task_id, 1, h32("m"), 1, [0] + [1] * 6)
     with reverts("not a participant"):  # its batch is not in yet
         led.register_dataset(t1, task_id, 100, [], h32("root"))
+    assert led.wrapped_key(task_id, t0.address) == wrapped("b", t0)
+    assert led.wrapped_key(task_id, env.validator.address) == b""  # not in yet: must not stay cached
 
     def add(sender: LocalAccount, batch: ParticipantBatch, task: int = task_id) -> object:
         return led.add_participants(sender, task, batch.participants, batch.wrapped_keys, batch.next_commitment)
@@ -464,6 +466,14 @@ def test_participants_in_batches(env: Env) -> None:
     assert info.trainers == tuple(t.address for t in env.trainers) and info.num_trainers == 3
     assert led.wrapped_key(task_id, env.validator.address) == wrapped("b", env.validator)
     assert led.wrapped_key(task_id, env.outsider.address) == b""
+    log_reads = []
+    read_logs = led._logs
+    led._logs = lambda *a, **k: log_reads.append(a) or read_logs(*a, **k)  # type: ignore[method-assign]
+    try:  # every participant's key is known now: no member reads and decodes the batches again
+        assert [led.wrapped_key(task_id, a.address) for a in order] == [wrapped("b", a) for a in order]
+    finally:
+        del led._logs
+    assert log_reads == []
     assert led.pending_participants(task_id) is None
     assert led.task_state(task_id).phase == Phase.TRAINING
     assert led.committee(task_id, 1) == tuple(a.address for a in env.aggregators)
