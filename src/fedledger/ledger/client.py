@@ -613,6 +613,10 @@ class Ledger:
         self._by_address = {a.lower(): name for name, a in self._address.items()}
         self._task_cache: dict[int, TaskInfo] = {}
         self._wrapped_keys: dict[int, dict[str, bytes]] = {}
+        # Answers that never change once given: a finalised round's model, a round's committee.
+        self._final: dict[tuple[Any, ...], Any] = {}
+        self._now_block = -1
+        self._now = 0
 
     # -- deployment
 
@@ -747,8 +751,11 @@ class Ledger:
 
     def now(self) -> int:
         """Timestamp of the latest block: the clock the contracts' deadlines use."""
-        block = self._tx.raw("eth_getBlockByNumber", ["latest", False], "eth_getBlockByNumber")
-        return int(block["timestamp"], 16)
+        number = self.block_number()
+        if number != self._now_block:  # a block's timestamp is fixed: one read per block
+            block = self._tx.raw("eth_getBlockByNumber", [hex(number), False], "eth_getBlockByNumber")
+            self._now, self._now_block = int(block["timestamp"], 16), number
+        return self._now
 
     # -- consortium reads
 
@@ -852,7 +859,14 @@ class Ledger:
         return _opt32(self._call(TRAINING_TASK, "pendingParticipants", task_id))
 
     def committee(self, task_id: int, round_: int) -> tuple[str, ...]:
-        return tuple(self._call(TRAINING_TASK, "committee", task_id, round_))
+        """The round's committee; fixed once the task is out of set-up (a rotation over aggregators)."""
+        key = ("committee", task_id, round_)
+        if key in self._final:
+            return cast(tuple[str, ...], self._final[key])
+        members = tuple(self._call(TRAINING_TASK, "committee", task_id, round_))
+        if members:
+            self._final[key] = members
+        return members
 
     def submissions(self, task_id: int, round_: int) -> list[Submission]:
         """Submissions of a round in participant order (the canonical aggregation order).
@@ -928,7 +942,14 @@ class Ledger:
         return self._decode_logs(logs)
 
     def round_model(self, task_id: int, round_: int) -> bytes | None:
-        return _opt32(self._call(TRAINING_TASK, "roundModel", task_id, round_))
+        """The finalised model of a round (None until final); final means it never changes."""
+        key = ("roundModel", task_id, round_)
+        if key in self._final:
+            return cast(bytes, self._final[key])
+        model = _opt32(self._call(TRAINING_TASK, "roundModel", task_id, round_))
+        if model is not None:
+            self._final[key] = model
+        return model
 
     def round_included(self, task_id: int, round_: int) -> int:
         return mask_of_words(self._call(TRAINING_TASK, "roundIncluded", task_id, round_))

@@ -447,8 +447,8 @@ class Simulation:
     def _prefetch(self) -> None:
         """Start the local training of every trainer due to train, before any of them takes its turn.
 
-        Called before each trainer's turn, it does the work once per round: a round can open in the
-        middle of a sweep (when an aggregator's proposal finalises the previous one).
+        Called at the start of a sweep and after each proposal, it does the work once per round: a
+        round can open in the middle of a sweep (when an aggregator's proposal finalises the previous one).
         """
         state = self.ledger.task_state(self.task_id)
         if state.phase != Phase.TRAINING:
@@ -472,15 +472,17 @@ class Simulation:
     def _sweep(self) -> bool:
         """Give every actor one turn; a member offline in the current round skips its trainer."""
         progressed = False
+        parallel = isinstance(self.training, ParallelTraining)
+        if parallel:
+            self._prefetch()
         for member in self.members:
             for actor in member.actors:
-                if isinstance(actor, Trainer):
-                    if self._offline(member):
-                        continue
-                    if isinstance(self.training, ParallelTraining):
-                        self._prefetch()
+                if isinstance(actor, Trainer) and self._offline(member):
+                    continue
                 if actor.step(self.task_id):
                     progressed = True
+                    if parallel and isinstance(actor, Aggregator):
+                        self._prefetch()  # only a proposal can finalise a round and open the next
         return progressed
 
     def run(self, on_round: Callable[[RoundReport], None] | None = None) -> dict[str, Any]:
