@@ -741,6 +741,20 @@ def test_two_rounds_with_dissent(env: Env) -> None:
     res = led.post_metrics(env.validator, task_id, 2, 0.8, 0.5, 1000)
     GAS.setdefault("postMetrics", []).append(res.gas_used)
 
+    # A finalised model and a round's committee never change: asked again, the ledger keeps them.
+    expected = (led.round_model(task_id, 1), led.committee(task_id, 1), led.committee(task_id, 2))
+    calls: list[str] = []
+    engine_call = led._tx.call
+    led._tx.call = lambda to, data, what, **kw: calls.append(what) or engine_call(to, data, what, **kw)  # type: ignore[method-assign]
+    try:
+        again = (led.round_model(task_id, 1), led.committee(task_id, 1), led.committee(task_id, 2))
+        led._views.clear()  # as after a new block
+        assert (led.round_model(task_id, 2), led.committee(task_id, 1)) == (h32("model2"), expected[1])
+    finally:
+        del led._tx.call
+    assert again == expected and expected[0] == h32("model1") and len(expected[1]) == 3
+    assert calls == []
+
     events = [e for e in led.events(from_block=start_block + 1) if e.contract == "TrainingTask"]
     events = [e for e in events if e.args.get("taskId") == task_id]
     names = [e.name for e in events]
