@@ -53,8 +53,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 bench: $(BENCH_STAMP) data $(ANVIL)
 	$(BIN)/python bench/bench_core.py --json-out bench/results/core.json
-	$(BIN)/python bench/bench_flower.py --rounds 20 --json-out bench/results/flower.json
-	$(BIN)/python bench/bench_flower.py --systems probe --json-out bench/results/training_probe.json
+	$(BIN)/python bench/bench_flower.py --rounds 20 --systems bare,fedledger_off,fedledger_secured,flower,probe --json-out bench/results/flower.json
 	$(BIN)/python bench/bench_scale.py --json-out bench/results/scale.json
 	$(BIN)/python bench/plots.py
 

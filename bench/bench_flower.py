@@ -557,7 +557,12 @@ def main() -> int:
         "quickstart's DataLoader loop, or 'train_local', fedledger's) and CPUs per client actor "
         "(2 is Flower's default)",
     )
-    parser.add_argument("--json-out", type=Path, default=BENCH_DIR / "results" / "flower.json")
+    parser.add_argument(
+        "--json-out",
+        type=Path,
+        default=None,
+        help="where to write the JSON (default bench/results/flower.json; with --from-json, only if given)",
+    )
     parser.add_argument(
         "--from-json",
         default=None,
@@ -574,7 +579,7 @@ def main() -> int:
                 for key, value in part["systems"].items():  # the first file that has a system wins
                     merged["systems"].setdefault(key, value)
         assert merged is not None
-        finish(merged, None)
+        finish(merged, args.json_out)
         return 0
     logging.getLogger("flwr").setLevel(logging.WARNING)
     chosen = args.systems.split(",")
@@ -613,7 +618,7 @@ def main() -> int:
             systems[name] = measure(
                 name, functools.partial(run_flower, args.members, args.rounds, args.data, loop, int(cpus))
             )
-    finish(doc, args.json_out)
+    finish(doc, args.json_out or BENCH_DIR / "results" / "flower.json")
     return 0
 
 

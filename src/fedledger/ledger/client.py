@@ -991,9 +991,15 @@ class Ledger:
     # -- events
 
     def events(self, from_block: int = 0, to_block: int | None = None) -> list[LedgerEvent]:
-        """Every event of both contracts in chain order: one eth_getLogs per contract."""
+        """Every event of both contracts in chain order: one eth_getLogs per contract.
+
+        The range is fixed first (``to_block`` or the head), so both contracts' logs come from the same
+        blocks; a range that starts after it is empty (a reader polling for new blocks).
+        """
         lo = max(from_block, self.deployment.deploy_block)
-        hi: Any = "latest" if to_block is None else to_block
+        hi = self.block_number() if to_block is None else to_block
+        if lo > hi:
+            return []
         logs: list[Any] = []
         for contract in (CONSORTIUM, TRAINING_TASK):
             address = self._address[contract]

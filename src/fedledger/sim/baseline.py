@@ -170,7 +170,9 @@ class InMemoryLedger:
         return self._datasets.get(member.lower())
 
     def events(self, from_block: int = 0, to_block: int | None = None) -> list[LedgerEvent]:
-        return list(self._events)
+        """Events in order; each event is its own "block" here (block_number = its position)."""
+        last = len(self._events) - 1 if to_block is None else to_block
+        return [e for e in self._events if from_block <= e.block_number <= last]
 
     def register_dataset(
         self,

@@ -167,6 +167,8 @@ class Simulation:
         self.time_advanced = 0
         self.training = training
         self._prefetched: tuple[int, int] | None = None
+        self._event_log: list[LedgerEvent] = []
+        self._events_from = ledger.deployment.deploy_block
 
     # ------------------------------------------------------------------ set-up
 
@@ -529,7 +531,15 @@ class Simulation:
         return posted >= validators
 
     def _events(self) -> list[LedgerEvent]:
-        return self.ledger.events(from_block=self.ledger.deployment.deploy_block)
+        """Every event of the deployment so far, read incrementally: blocks are atomic, so the events
+        of blocks after the last one seen are all that can be new (re-reading all of them after each
+        turn of the loop made the reports cost grow with the rounds)."""
+        start = self._events_from
+        new = self.ledger.events(from_block=start)
+        if new:
+            self._event_log.extend(new)
+            self._events_from = max(e.block_number for e in new) + 1
+        return self._event_log
 
     def _round_report(self, round_: int, num_rounds: int, wall: float) -> RoundReport:
         record = self._rounds().get(round_, {})
