@@ -2,7 +2,7 @@
 
 A member node trains its one model at a time with every core. A simulation holds many members on one
 machine; small models train faster as several single-threaded jobs side by side than one after another
-with all cores (one local epoch of ten SmallCNN members on Fashion-MNIST on two cores: 3.6 s against 4.5 s),
+with all cores (one local epoch of ten SmallCNN members on Fashion-MNIST on two cores: 3.8 s against 4.7 s),
 which is how Flower's Ray actors run them too. ``ParallelTraining`` lets the simulation start every
 trainer's job of a round before any trainer needs its result; the trainer then collects its own.
 
