@@ -19,7 +19,9 @@ def test_prefetched_job_runs_on_a_worker_and_is_collected_once() -> None:
     before = torch.get_num_threads()
     engine = ParallelTraining(workers=2)
     try:
-        assert torch.get_num_threads() == 1  # one torch thread per concurrent job
+        with engine.running():
+            assert torch.get_num_threads() == 1  # one torch thread per concurrent job
+        assert torch.get_num_threads() == before
         engine.prefetch(("t", 1), lambda: threading.current_thread().name)
         assert engine.started(("t", 1))
         inline_calls: list[int] = []
@@ -63,6 +65,15 @@ def test_inline_engine_runs_the_job_when_asked() -> None:
 def test_models_with_dropout_are_not_trained_concurrently() -> None:
     assert not draws_random_numbers(SmallCNN())
     assert draws_random_numbers(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.1)))
+
+
+def test_a_simulation_restores_torch_threads_even_unclosed() -> None:
+    before = torch.get_num_threads()
+    sim = Simulation.create(
+        parse_config(demo_config(rounds=1).model_dump(mode="json") | {"security": {"enabled": False}}, "t"), None
+    )
+    sim.run()  # not closed on purpose: the process must not be left single-threaded
+    assert torch.get_num_threads() == before
 
 
 def _run(workers: int, tmp: Path | None) -> tuple[dict[str, object], int]:

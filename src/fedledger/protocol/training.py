@@ -12,9 +12,10 @@ it runs changes nothing in the committed update beyond float rounding of multi-t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -51,6 +52,11 @@ class LocalTraining:
     def close(self) -> None:
         """Release threads; the engine is unusable afterwards."""
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """The span in which jobs run (a simulation's ``run``); the default changes nothing."""
+        yield
+
 
 class InlineTraining(LocalTraining):
     """Every job runs when its trainer asks, on the caller's thread with torch's default threads."""
@@ -59,9 +65,9 @@ class InlineTraining(LocalTraining):
 class ParallelTraining(LocalTraining):
     """Jobs run on ``workers`` threads with one torch thread each, so they do not oversubscribe cores.
 
-    While the engine is open torch runs single-threaded in the whole process (``torch.set_num_threads``
-    is process-wide), so the simulation's own work, evaluation included, also uses one core; ``close``
-    restores the previous setting.
+    Inside ``running()`` torch runs single-threaded in the whole process (``torch.set_num_threads``
+    is process-wide), so the simulation's own work, evaluation included, also uses one core; the
+    previous setting comes back when the span ends, whatever ends it.
     """
 
     def __init__(self, workers: int = 0) -> None:
@@ -69,8 +75,15 @@ class ParallelTraining(LocalTraining):
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fedledger-train")
         self._jobs: dict[Hashable, Future[object]] = {}
         self._lock = threading.Lock()
-        self._threads_before = torch.get_num_threads()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        before = torch.get_num_threads()
         torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def prefetch(self, key: Hashable, job: Callable[[], object]) -> None:
         with self._lock:
@@ -97,4 +110,3 @@ class ParallelTraining(LocalTraining):
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._jobs.clear()
-        torch.set_num_threads(self._threads_before)

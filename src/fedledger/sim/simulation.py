@@ -489,6 +489,10 @@ class Simulation:
 
     def run(self, on_round: Callable[[RoundReport], None] | None = None) -> dict[str, Any]:
         """Drive every actor until the task is done and every validator has posted; write the outputs."""
+        with self.training.running():
+            return self._run(on_round)
+
+    def _run(self, on_round: Callable[[RoundReport], None] | None) -> dict[str, Any]:
         started = time.perf_counter()
         num_rounds = self.ledger.task(self.task_id).num_rounds
         reported = self._finalised_rounds()
