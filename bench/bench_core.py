@@ -26,13 +26,10 @@ from fedledger.sim.config import RunConfig, parse_config
 from fedledger.sim.simulation import Simulation
 
 
-def workload(members: int, rounds: int, secured: bool, data_path: str) -> RunConfig:
-    raw: dict[str, Any] = {
-        "task": {"name": "fmnist-bench", "rounds": rounds, "seed": 2024},
-        "data": {"dataset": "fashion_mnist", "path": data_path, "partition": "dirichlet", "alpha": 0.5},
-        "model": {"name": "cnn", "kwargs": {"num_classes": 10}},
-        "training": {"epochs": 1, "batch_size": 32, "lr": 0.05, "optimizer": "sgd"},
-        "aggregation": {"rule": "fedavg"},
+def consortium(members: int, *, name_digits: int = 2) -> dict[str, Any]:
+    """The benchmarks' protocol and member sections: members 0-2 aggregate (committee 3, quorum 2)
+    and govern, member 0 also validates, everyone trains."""
+    return {
         "protocol": {
             "committee_size": 3,
             "quorum": 2,
@@ -40,10 +37,9 @@ def workload(members: int, rounds: int, secured: bool, data_path: str) -> RunCon
             "round_duration": 3600,
             "admin_threshold": 2,
         },
-        "security": {"enabled": secured},
         "members": [
             {
-                "name": f"member-{i:02d}",
+                "name": f"member-{i:0{name_digits}d}",
                 "roles": ["trainer", "aggregator", "validator"]
                 if i == 0
                 else ["trainer", "aggregator"]
@@ -53,6 +49,18 @@ def workload(members: int, rounds: int, secured: bool, data_path: str) -> RunCon
             }
             for i in range(members)
         ],
+    }
+
+
+def workload(members: int, rounds: int, secured: bool, data_path: str) -> RunConfig:
+    raw: dict[str, Any] = {
+        "task": {"name": "fmnist-bench", "rounds": rounds, "seed": 2024},
+        "data": {"dataset": "fashion_mnist", "path": data_path, "partition": "dirichlet", "alpha": 0.5},
+        "model": {"name": "cnn", "kwargs": {"num_classes": 10}},
+        "training": {"epochs": 1, "batch_size": 32, "lr": 0.05, "optimizer": "sgd"},
+        "aggregation": {"rule": "fedavg"},
+        "security": {"enabled": secured},
+        **consortium(members, name_digits=2),
     }
     return parse_config(raw, "bench workload")
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_core import consortium
 
 ATTACKS = ("sign_flip", "scale", "noise", "label_flip", "alie")
 FRACTIONS = (0.1, 0.2, 0.3)
@@ -58,26 +59,8 @@ def fmnist_workload(members: int, rounds: int, data_path: str) -> dict[str, Any]
         "model": {"name": "cnn", "kwargs": {"num_classes": 10}},
         "training": {"epochs": 1, "batch_size": 32, "lr": 0.05, "optimizer": "sgd"},
         "aggregation": {"rule": "fedavg"},
-        "protocol": {
-            "committee_size": 3,
-            "quorum": 2,
-            "min_updates": max(1, (2 * members + 2) // 3),
-            "round_duration": 3600,
-            "admin_threshold": 2,
-        },
         "security": {"enabled": False},
-        "members": [
-            {
-                "name": f"member-{i:02d}",
-                "roles": ["trainer", "aggregator", "validator"]
-                if i == 0
-                else ["trainer", "aggregator"]
-                if i < 3
-                else ["trainer"],
-                "admin": i < 3,
-            }
-            for i in range(members)
-        ],
+        **consortium(members, name_digits=2),
     }
 
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 from bench_chain import MEMBERS, SELECTOR, SUBMISSIONS
+from bench_core import consortium
 from bench_crypto import bench_size
 from bench_flower import ROUND_METHODS, by_method, chain_transactions, load, machine
 from eth_account.signers.local import LocalAccount
@@ -76,26 +77,8 @@ def small_workload(members: int, rounds: int, secured: bool, hidden: list[int]) 
         "training": {"epochs": 1, "batch_size": 32, "lr": 0.05, "optimizer": "sgd"},
         # A 100M-parameter update is 403 MB: above the default 256 MiB blob limit, so raise it.
         "aggregation": {"rule": "fedavg", "max_blob_bytes": 2**30},
-        "protocol": {
-            "committee_size": 3,
-            "quorum": 2,
-            "min_updates": max(1, (2 * members + 2) // 3),
-            "round_duration": 3600,
-            "admin_threshold": 2,
-        },
         "security": {"enabled": secured},
-        "members": [
-            {
-                "name": f"member-{i:04d}",
-                "roles": ["trainer", "aggregator", "validator"]
-                if i == 0
-                else ["trainer", "aggregator"]
-                if i < 3
-                else ["trainer"],
-                "admin": i < 3,
-            }
-            for i in range(members)
-        ],
+        **consortium(members, name_digits=4),
     }
     return parse_config(raw, "scale workload")
 
