@@ -310,17 +310,17 @@ class _TxEngine:
 
     # -- generic RPC wrapper
 
-    def raw(self, method: str, params: list[Any], what: str) -> Any:
+    def _request(self, method: str, params: list[Any]) -> Any:
         """One JSON-RPC request straight to the provider; an error response raises (revert data kept)."""
+        response = self.w3.provider.make_request(cast(Any, method), params)
+        error = response.get("error")
+        if error:
+            raise _RpcResponseError(cast(dict[str, Any], error))
+        return response.get("result")
 
-        def request() -> Any:
-            response = self.w3.provider.make_request(cast(Any, method), params)
-            error = response.get("error")
-            if error:
-                raise _RpcResponseError(cast(dict[str, Any], error))
-            return response.get("result")
-
-        return self.rpc(what, request)
+    def raw(self, method: str, params: list[Any], what: str) -> Any:
+        """``_request`` with ``rpc``'s retries and errors."""
+        return self.rpc(what, partial(self._request, method, params))
 
     def rpc(self, what: str, fn: Callable[[], _T]) -> _T:
         """Run one RPC; retry briefly on connection errors only; turn every failure into LedgerError."""
@@ -468,13 +468,9 @@ class _TxEngine:
         delay = 0.002
         while True:
             try:
-                response = self.w3.provider.make_request(
-                    cast(Any, "eth_getTransactionReceipt"), ["0x" + tx_hash.hex()]
-                )
-                if response.get("error"):
-                    raise _RpcResponseError(cast(dict[str, Any], response["error"]))
-                if response.get("result"):
-                    return _receipt_from_wire(cast(dict[str, Any], response["result"]))
+                receipt = self._request("eth_getTransactionReceipt", ["0x" + tx_hash.hex()])
+                if receipt:
+                    return _receipt_from_wire(cast(dict[str, Any], receipt))
             except Exception as e:
                 if not _is_connection_error(e):
                     raise LedgerError(
